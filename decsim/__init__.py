@@ -1,0 +1,24 @@
+"""decsim: a single-process, multi-worker simulator for decentralized training research, on JAX.
+
+All n workers are stacked along a leading axis; a gossip round is one product with the mixing
+matrix W; a whole run is one compiled ``lax.scan``.
+
+Example:
+    >>> import decsim as ds
+    >>> topo = ds.topology.ring(8)
+    >>> prob = ds.problems.logistic_regression(8, dataset="digits", batch_size=16)
+    >>> hist = ds.run(ds.algorithms.dsgd(0.5), prob, topo, steps=200, eval_every=20)
+    >>> hist.metrics["loss"].shape
+    (11,)
+"""
+
+from . import algorithms, data, gossip, problems, theory, topology, tree
+from ._types import Algorithm, History, Problem, StepCost
+from .runner import run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Algorithm", "History", "Problem", "StepCost", "algorithms", "data", "gossip", "problems", "run",
+    "theory", "topology", "tree", "__version__",
+]

@@ -1,0 +1,326 @@
+"""Problem constructors: ``f(x) = (1/n) sum_i f_i(x)`` with worker i's data (ALGORITHMS.md §0).
+
+Every constructor returns a :class:`decsim.Problem`. Loss functions are module-level (memoized per
+static option such as the l2 weight), so problems that differ only in their data share one
+compiled program in the runner.
+
+Example:
+    >>> import decsim as ds
+    >>> prob = ds.problems.logistic_regression(8, dataset="digits", partition="dirichlet",
+    ...                                        alpha=0.5, batch_size=32, seed=0)
+    >>> prob.n_workers, prob.counts.sum() > 1000
+    (8, True)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import data as _data
+from . import tree
+from ._types import Problem
+
+
+def _check_workers(n_workers) -> int:
+    if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
+        raise ValueError(f"n_workers must be an integer >= 1; got n_workers={n_workers!r}.")
+    return int(n_workers)
+
+
+def _check_batch_size(batch_size) -> Optional[int]:
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None (full local batch); got "
+                         f"batch_size={batch_size!r}.")
+    return int(batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# quadratics and consensus
+
+
+def _quadratic_loss(params, batch):
+    """``mean_b ½ Σ_j a_bj (x_j − c_bj)²`` (batch leaves ``a``, ``c``: ``[b, d]``)."""
+    return 0.5 * jnp.mean(jnp.sum(batch["a"] * jnp.square(params[None, :] - batch["c"]), axis=1))
+
+
+def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, noise: float = 0.0,
+              heterogeneity: float = 1.0, seed: int = 0) -> Problem:
+    """Heterogeneous strongly convex quadratic with known optimum.
+
+    ``f_i(x) = ½ (x − c_i)ᵀ A (x − c_i)`` with ``A = diag(linspace(mu, L, dim))`` shared by all
+    workers (so f is μ-strongly convex and L-smooth, exactly), ``c_i = x* + heterogeneity · A⁻¹ e_i``
+    with ``Σ_i e_i = 0`` and ``(1/n) Σ_i ||e_i||² = 1``. Hence ``x* = mean_i c_i``,
+    ``∇f_i(x) − ∇f(x) = −heterogeneity · e_i`` and ``ζ² = heterogeneity²`` (for n > 1).
+    Stochastic gradients add ``noise · N(0, I)``: variance ``σ² = noise²`` per coordinate.
+    ``mu = L`` gives the isotropic quadratic of ALGORITHMS.md section 8.
+
+    ``info`` holds ``x_star``, ``f_star``, ``L``, ``mu``, ``sigma2`` (per coordinate), ``zeta2``.
+    """
+    n = _check_workers(n_workers)
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be an integer >= 1; got dim={dim!r}.")
+    if not (mu > 0 and L >= mu):
+        raise ValueError(f"need 0 < mu <= L; got mu={mu!r}, L={L!r}.")
+    if noise < 0 or heterogeneity < 0:
+        raise ValueError(f"noise and heterogeneity must be >= 0; got noise={noise!r}, "
+                         f"heterogeneity={heterogeneity!r}.")
+    rng = np.random.default_rng(seed)
+    a = np.linspace(mu, L, dim)
+    x_star = rng.normal(size=dim)
+    e = rng.normal(size=(n, dim))
+    e -= e.mean(axis=0, keepdims=True)
+    if n > 1:
+        e /= np.sqrt(np.mean(np.sum(e**2, axis=1)))
+    else:
+        e[:] = 0.0
+    c = x_star[None, :] + heterogeneity * e / a[None, :]
+    f_star = float(np.mean(0.5 * np.sum(a[None, :] * (x_star[None, :] - c) ** 2, axis=1)))
+    zeta2 = float(np.mean(np.sum((heterogeneity * e) ** 2, axis=1)))
+    data = {"a": np.broadcast_to(a, (n, 1, dim)).astype(np.float32).copy(),
+            "c": c[:, None, :].astype(np.float32)}
+    params0 = np.zeros((n, dim), np.float32)
+    info = dict(x_star=x_star.astype(np.float32), f_star=f_star, L=float(L), mu=float(mu),
+                sigma2=float(noise) ** 2, zeta2=zeta2, dim=int(dim))
+    return Problem(name=f"quadratic(d={dim})", n_workers=n, params0=params0, data=data,
+                   counts=np.ones(n, np.int32), loss_fn=_quadratic_loss, batch_size=None,
+                   noise_std=float(noise), info=info)
+
+
+def _consensus_metrics(X, aux):
+    return {"consensus_error": jnp.mean(tree.worker_sq_norms(X - aux[None, :]))}
+
+
+def consensus(n_workers: int, dim: int, *, seed: int = 0) -> Problem:
+    """Average consensus: worker i starts at its own ``a_i ~ N(0, I)``; ``f_i(x) = ½||x − a_i||²``.
+
+    The target is ``x̄_0 = mean_i a_i``; the metric ``consensus_error`` is
+    ``(1/n) Σ_i ||x_i − x̄_0||²``. Gossip-only algorithms never call the gradient oracle.
+    """
+    n = _check_workers(n_workers)
+    rng = np.random.default_rng(seed)
+    a0 = rng.normal(size=(n, dim)).astype(np.float32)
+    data = {"a": np.ones((n, 1, dim), np.float32), "c": a0[:, None, :].copy()}
+    mean = a0.mean(axis=0)
+    info = dict(x_star=mean, f_star=float(np.mean(0.5 * np.sum((a0 - mean) ** 2, axis=1))),
+                L=1.0, mu=1.0, sigma2=0.0, dim=int(dim))
+    return Problem(name=f"consensus(d={dim})", n_workers=n, params0=a0, data=data,
+                   counts=np.ones(n, np.int32), loss_fn=_quadratic_loss, batch_size=None,
+                   extra_metrics=_consensus_metrics, aux=mean, info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# classification on bundled real data
+
+
+def _linear_logits(params, x):
+    return x @ params["w"] + params["b"]
+
+
+def _mlp_logits(activation: str, params, x):
+    act = {"tanh": jnp.tanh, "relu": jax.nn.relu}[activation]
+    h = x
+    for layer in params[:-1]:
+        h = act(h @ layer["w"] + layer["b"])
+    return h @ params[-1]["w"] + params[-1]["b"]
+
+
+def _xent(logits, y):
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+
+
+def _weight_sq_norm(params):
+    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in
+               jax.tree_util.tree_flatten_with_path(params)[0] if "w" in jax.tree_util.keystr(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _classifier_fns(model: str, l2: float):
+    """(loss_fn, test_metrics) for a model ("linear" or "mlp:<activation>") and l2 weight.
+    Memoized so that equal options give the same function objects (one compiled program)."""
+    logits_fn = _linear_logits if model == "linear" else functools.partial(_mlp_logits, model[4:])
+
+    def loss_fn(params, batch):
+        data_loss = _xent(logits_fn(params, batch["x"]), batch["y"])
+        return data_loss + 0.5 * l2 * _weight_sq_norm(params) if l2 else data_loss
+
+    def test_metrics(params, test):
+        logits = logits_fn(params, test["x"])
+        return {"test_loss": _xent(logits, test["y"]),
+                "test_accuracy": jnp.mean((jnp.argmax(logits, axis=1) == test["y"]).astype(jnp.float32))}
+
+    return loss_fn, test_metrics
+
+
+def _classification(name, n, dataset, partition, alpha, shards_per_worker, batch_size, test_fraction,
+                    seed, model, l2, params0):
+    X, y, _ = _data.load_dataset(dataset)
+    Xtr, ytr, Xte, yte = _data.train_test(X, y, test_fraction=test_fraction, seed=seed)
+    parts = _data.partition(ytr, n, partition, alpha=alpha, shards_per_worker=shards_per_worker,
+                            seed=seed)
+    (xs, ys), counts = _data.stack([Xtr, ytr], parts)
+    loss_fn, test_metrics = _classifier_fns(model, float(l2))
+    test = {"x": Xte, "y": yte} if len(yte) else None
+    stacked0 = jax.tree.map(lambda a: np.broadcast_to(a[None], (n,) + a.shape).copy(), params0)
+    label_hist = np.stack([np.bincount(ys[w, :counts[w]], minlength=int(y.max()) + 1)
+                           for w in range(n)])
+    info = dict(dataset=dataset, partition=partition, n_train=int(len(ytr)), n_test=int(len(yte)),
+                n_features=int(X.shape[1]), n_classes=int(y.max()) + 1, l2=float(l2),
+                label_counts=label_hist)
+    return Problem(name=name, n_workers=n, params0=stacked0, data={"x": xs, "y": ys}, counts=counts,
+                   loss_fn=loss_fn, batch_size=_check_batch_size(batch_size), test_data=test,
+                   test_metrics=test_metrics if test is not None else None, info=info)
+
+
+def logistic_regression(n_workers: int, dataset: str = "digits", *, partition: str = "iid",
+                        alpha: float = 0.5, shards_per_worker: int = 2, batch_size: Optional[int] = 32,
+                        l2: float = 1e-4, test_fraction: float = 0.2, seed: int = 0) -> Problem:
+    """Multinomial (softmax) logistic regression on a bundled scikit-learn data set.
+
+    ``f_i(w, b) = mean over worker i's samples of cross-entropy + (l2/2) ||w||²``.
+    Features are standardized on the training split; ``test_fraction`` of the data (stratified)
+    is held out for ``test_loss`` and ``test_accuracy``. Parameters start at zero.
+
+    Args:
+      n_workers: number of workers.
+      dataset: ``"digits"`` (64 features, 10 classes) or ``"breast_cancer"`` (30 features, 2 classes).
+      partition: ``"iid"``, ``"dirichlet"`` (with ``alpha``), ``"sorted"``, ``"shards"``.
+      batch_size: samples per stochastic gradient per worker; ``None`` for full local gradients.
+      l2: weight of the ridge penalty on ``w``.
+    """
+    n = _check_workers(n_workers)
+    X, y, n_classes = _data.load_dataset(dataset)
+    params0 = {"w": np.zeros((X.shape[1], n_classes), np.float32), "b": np.zeros(n_classes, np.float32)}
+    return _classification(f"logistic_regression/{dataset}", n, dataset, partition, alpha,
+                           shards_per_worker, batch_size, test_fraction, seed, "linear", l2, params0)
+
+
+def mlp(n_workers: int, dataset: str = "digits", *, hidden: Sequence[int] = (32,),
+        activation: str = "tanh", partition: str = "iid", alpha: float = 0.5,
+        shards_per_worker: int = 2, batch_size: Optional[int] = 32, l2: float = 0.0,
+        test_fraction: float = 0.2, seed: int = 0) -> Problem:
+    """A multilayer perceptron classifier on a bundled data set (same data handling as
+    :func:`logistic_regression`). Weights start Glorot-uniform from ``seed`` (the same on every
+    worker), biases at zero.
+    """
+    n = _check_workers(n_workers)
+    if activation not in ("tanh", "relu"):
+        raise ValueError(f"activation must be 'tanh' or 'relu'; got {activation!r}.")
+    hidden = tuple(int(h) for h in hidden)
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden sizes must be positive integers; got {hidden!r}.")
+    X, y, n_classes = _data.load_dataset(dataset)
+    rng = np.random.default_rng(seed + 7919)
+    sizes = (X.shape[1],) + hidden + (n_classes,)
+    params0 = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        params0.append({"w": rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32),
+                        "b": np.zeros(fan_out, np.float32)})
+    return _classification(f"mlp{list(hidden)}/{dataset}", n, dataset, partition, alpha,
+                           shards_per_worker, batch_size, test_fraction, seed, f"mlp:{activation}", l2,
+                           params0)
+
+
+# ---------------------------------------------------------------------------------------------
+# custom
+
+
+def custom(loss_fn: Callable, params0, worker_data, *, batch_size: Optional[int] = None,
+           test_data=None, counts=None, test_metrics: Optional[Callable] = None,
+           name: str = "custom") -> Problem:
+    """Any JAX loss on any per-worker data.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch) -> scalar``, the *mean* loss over a batch whose leaves are
+        ``[b, ...]`` (it must be a mean of per-example terms, plus any data-independent penalty).
+      params0: initial parameters of one model (the same on every worker).
+      worker_data: pytree with leaves ``[n_workers, m, ...]``.
+      batch_size: samples per stochastic gradient per worker; ``None``: every gradient is the full
+        local batch (deterministic).
+      test_data: optional pytree with leaves ``[m_test, ...]``; ``test_loss`` is reported.
+      counts: optional int ``[n_workers]``, valid rows per worker (rows past it are padding).
+      test_metrics: optional ``(params, test_data) -> dict``; default ``{"test_loss": loss_fn}``.
+    """
+    leaves = jax.tree.leaves(worker_data)
+    if not leaves:
+        raise ValueError("worker_data must be a pytree with at least one array leaf [n_workers, m, ...].")
+    shapes = {np.shape(a)[:2] for a in leaves}
+    if any(np.ndim(a) < 2 for a in leaves) or len(shapes) != 1:
+        raise ValueError("every leaf of worker_data must have shape [n_workers, m, ...] with the same "
+                         f"n_workers and m; got leading shapes {sorted(shapes)}.")
+    n, m = shapes.pop()
+    if counts is None:
+        counts = np.full(n, m, np.int32)
+    counts = np.asarray(counts, np.int32)
+    if counts.shape != (n,) or counts.min() < 1 or counts.max() > m:
+        raise ValueError(f"counts must be {n} integers in [1, {m}]; got {counts!r}.")
+    if test_data is not None and test_metrics is None:
+        test_metrics = _default_test_metrics(loss_fn)
+    params0 = jax.tree.map(np.asarray, params0)
+    stacked0 = jax.tree.map(lambda a: np.broadcast_to(a[None], (n,) + a.shape).copy(), params0)
+    return Problem(name=name, n_workers=int(n), params0=stacked0,
+                   data=jax.tree.map(np.asarray, worker_data), counts=counts, loss_fn=loss_fn,
+                   batch_size=_check_batch_size(batch_size), test_data=test_data,
+                   test_metrics=test_metrics, info={})
+
+
+@functools.lru_cache(maxsize=None)
+def _default_test_metrics(loss_fn):
+    def test_metrics(params, test):
+        return {"test_loss": loss_fn(params, test)}
+
+    return test_metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# reference optimum
+
+
+def full_loss(problem: Problem) -> Callable:
+    """``f(x) = (1/n) Σ_i f_i(x)`` for one (unstacked) model, as a jittable function of x."""
+    from .runner import _full_objective
+
+    data = jax.tree.map(jnp.asarray, problem.data)
+    counts = jnp.asarray(problem.counts)
+    objective = _full_objective(problem)
+    return lambda x: objective(x, data, counts)
+
+
+def optimum(problem: Problem, *, max_steps: int = 2000, tol: float = 1e-7):
+    """Minimize the full objective with L-BFGS (optax) from the initial point.
+
+    Returns ``(x_star, f_star)`` (numpy pytree, float). For convex problems this is the reference
+    for suboptimality ``f(x̄) − f*``; for non-convex ones, a local minimum.
+    """
+    import optax
+
+    f = full_loss(problem)
+    x0 = jax.tree.map(lambda a: jnp.asarray(a[0]), problem.params0)
+    solver = optax.lbfgs()
+    value_and_grad = optax.value_and_grad_from_state(f)
+
+    @jax.jit
+    def run(x):
+        def cond(carry):
+            _, state, k = carry
+            g = optax.tree.get(state, "grad")
+            return (k < max_steps) & ((k == 0) | (optax.tree.norm(g) > tol))
+
+        def body(carry):
+            x, state, k = carry
+            value, grad = value_and_grad(x, state=state)
+            updates, state = solver.update(grad, state, x, value=value, grad=grad, value_fn=f)
+            return optax.apply_updates(x, updates), state, k + 1
+
+        x, _, _ = jax.lax.while_loop(cond, body, (x, solver.init(x), 0))
+        return x, f(x)
+
+    x, value = run(x0)
+    return tree.to_numpy(x), float(value)

@@ -1,0 +1,436 @@
+"""``run()``: one compiled program per (algorithm structure, problem structure, shapes).
+
+A run is ``steps`` iterations of ``algorithm.step`` inside ``lax.scan``: an inner scan of
+``eval_every`` steps followed by the metrics at the worker average, and an outer scan over several
+such chunks per call, so the host only sees the program once per call (it checks for divergence and
+moves the progress bar there), never once per step.
+
+Everything numeric enters the program as an argument: the mixing matrix, the data, the numeric
+hyperparameters (learning rate, gamma, ...). Two runs that differ only in those, or only in the
+seed, reuse the same compiled executable; ``TRACE_COUNTS`` counts how often a program was traced.
+
+Randomness: ``run_key = PRNGKey(seed)``; step t uses ``fold_in(run_key, t)``, which the gradient
+oracle splits into one key per worker. The initial state uses ``fold_in(run_key, -1)``'s bits.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import tree
+from ._types import Algorithm, History, Problem
+from .gossip import Mixer
+from .topology import Topology
+
+TRACE_COUNTS: collections.Counter = collections.Counter()
+_PROGRAMS: dict = {}
+_PROGRESS_MIN_SECONDS = 3.0
+_DIVERGENCE_KEYS = ("loss", "grad_norm_sq", "consensus")
+
+
+def trace_count(kind: Optional[str] = None) -> int:
+    """How many programs the runner has traced (all kinds, or ``"init"``/``"segment"``)."""
+    return sum(TRACE_COUNTS.values()) if kind is None else TRACE_COUNTS[kind]
+
+
+def clear_cache() -> None:
+    """Forget every compiled program (the next run traces and compiles again)."""
+    _PROGRAMS.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# losses and the gradient oracle
+
+
+@functools.lru_cache(maxsize=None)
+def _local_loss(loss_fn, uniform: bool):
+    """``f_i(x) = mean of loss over worker i's own rows``: (x, data_i, count_i) -> scalar."""
+    if uniform:
+        return lambda x, data_i, count_i: loss_fn(x, data_i)
+
+    def local(x, data_i, count_i):
+        per_example = jax.vmap(lambda ex: loss_fn(x, jax.tree.map(lambda a: a[None], ex)))(data_i)
+        mask = jnp.arange(per_example.shape[0]) < count_i
+        total = jnp.sum(jnp.where(mask, per_example, jnp.zeros_like(per_example)))
+        return total / count_i.astype(per_example.dtype)
+
+    return local
+
+
+def _is_uniform(problem: Problem) -> bool:
+    m = jax.tree.leaves(problem.data)[0].shape[1]
+    return bool(np.all(np.asarray(problem.counts) == m))
+
+
+def _full_objective(problem: Problem):
+    """``(x, data, counts) -> (1/n) Σ_i f_i(x)`` for one unstacked model x."""
+    local = _local_loss(problem.loss_fn, _is_uniform(problem))
+
+    def objective(x, data, counts):
+        return jnp.mean(jax.vmap(local, in_axes=(None, 0, 0))(x, data, counts))
+
+    return objective
+
+
+def make_oracle(problem: Problem, data, counts, noise_std):
+    """The stacked stochastic-gradient oracle ``oracle(X, key) -> G`` (leaves ``[n, ...]``).
+
+    Worker i draws ``batch_size`` indices uniformly (with replacement) from its own
+    ``counts[i]`` rows, or uses all of them when ``batch_size is None``; Gaussian noise of standard
+    deviation ``noise_std`` per coordinate is added when the problem has any.
+    """
+    loss_fn, batch_size = problem.loss_fn, problem.batch_size
+    local = _local_loss(loss_fn, _is_uniform(problem))
+    noisy = problem.noise_std > 0
+
+    def worker(x, data_i, count_i, key):
+        k_batch, k_noise = jax.random.split(key)
+        if batch_size is None:
+            g = jax.grad(local)(x, data_i, count_i)
+        else:
+            idx = jax.random.randint(k_batch, (batch_size,), 0, count_i)
+            g = jax.grad(loss_fn)(x, jax.tree.map(lambda a: a[idx], data_i))
+        if noisy:
+            leaves, treedef = jax.tree.flatten(g)
+            keys = jax.random.split(k_noise, len(leaves))
+            leaves = [l + noise_std.astype(l.dtype) * jax.random.normal(k, l.shape, l.dtype)
+                      for l, k in zip(leaves, keys)]
+            g = jax.tree.unflatten(treedef, leaves)
+        return g
+
+    def oracle(X, key):
+        n = jax.tree.leaves(X)[0].shape[0]
+        return jax.vmap(worker)(X, data, counts, jax.random.split(key, n))
+
+    return oracle
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled programs
+
+
+def _evaluate(algo: Algorithm, problem: Problem, state, args):
+    X = algo.params(state)
+    xbar = tree.worker_mean(X)
+    objective = _full_objective(problem)
+    loss, grad = jax.value_and_grad(objective)(xbar, args["data"], args["counts"])
+    out = {"loss": loss, "grad_norm_sq": tree.sq_norm(grad), "consensus": tree.consensus_distance(X)}
+    if problem.test_metrics is not None and args["test"] is not None:
+        out.update(problem.test_metrics(xbar, args["test"]))
+    if problem.extra_metrics is not None:
+        out.update(problem.extra_metrics(X, args["aux"]))
+    if algo.extra_metrics is not None:
+        out.update(algo.extra_metrics(state))
+    return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+def _bind(algo: Algorithm, hparams):
+    return algo.rebuild(hparams) if (algo.rebuild is not None and hparams) else algo
+
+
+def _make_init(algo: Algorithm, problem: Problem):
+    def init(hparams, run_key, args):
+        TRACE_COUNTS["init"] += 1
+        a = _bind(algo, hparams)
+        key = jax.random.fold_in(run_key, 2**31 - 1)
+        state = a.init(args["params0"], key)
+        return state, _evaluate(a, problem, state, args)
+
+    return init
+
+
+def _make_segment(algo: Algorithm, problem: Problem, eval_every: int, chunks: int):
+    def segment(hparams, state, t0, run_key, args):
+        TRACE_COUNTS["segment"] += 1
+        a = _bind(algo, hparams)
+        oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
+        mixer = Mixer(W=args["W"], lam=args["lam"])
+
+        def one_step(state, t):
+            state, cost = a.step(state, oracle, mixer, jax.random.fold_in(run_key, t))
+            return state, jnp.stack([jnp.asarray(c, jnp.float32) for c in cost])
+
+        def chunk(state, c):
+            ts = t0 + c * eval_every + jnp.arange(eval_every, dtype=jnp.int32)
+            state, costs = jax.lax.scan(one_step, state, ts)
+            return state, (jnp.sum(costs, axis=0), _evaluate(a, problem, state, args))
+
+        state, (costs, metrics) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
+        return state, costs, metrics
+
+    return segment
+
+
+def _signature(args) -> tuple:
+    leaves, treedef = jax.tree.flatten(args)
+    return (treedef,) + tuple((np.shape(l), jnp.result_type(l).name) for l in leaves)
+
+
+def _problem_key(problem: Problem) -> tuple:
+    return (problem.loss_fn, problem.batch_size, problem.noise_std > 0, _is_uniform(problem),
+            problem.test_metrics if problem.test_data is not None else None, problem.extra_metrics)
+
+
+def _algo_key(algo: Algorithm):
+    return algo.structure if algo.structure is not None else ("id", id(algo))
+
+
+def _compiled(kind: str, builder, key: tuple, args: tuple, vmapped: bool, in_axes):
+    """Fetch or build (trace + compile) the executable for ``key`` and these argument shapes."""
+    full_key = (kind, key, vmapped, _signature(args))
+    entry = _PROGRAMS.get(full_key)
+    if entry is not None:
+        return entry, 0.0
+    fn = builder()
+    if vmapped:
+        fn = jax.vmap(fn, in_axes=in_axes)
+    start = time.perf_counter()
+    entry = jax.jit(fn).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    _PROGRAMS[full_key] = entry
+    return entry, seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+def _default_eval_every(steps: int) -> int:
+    """Largest divisor of ``steps`` that gives at least ~50 evaluations."""
+    if steps <= 50:
+        return 1
+    target = max(1, steps // 50)
+    return max(d for d in range(1, target + 1) if steps % d == 0)
+
+
+def _chunks_per_call(n_evals: int, eval_every: int) -> int:
+    """A divisor of n_evals, so every call runs the same program: about 10 calls per run, each at
+    most ~5000 steps (so the host sees a long run often enough for a progress bar)."""
+    if n_evals == 0:
+        return 1
+    cap = max(1, min(math.ceil(n_evals / 10), max(1, 5000 // eval_every)))
+    return max(d for d in range(1, cap + 1) if n_evals % d == 0)
+
+
+def _check_run_args(algorithm, problem, topology, steps, eval_every):
+    if not isinstance(algorithm, Algorithm):
+        raise ValueError(f"algorithm must be a decsim Algorithm (e.g. ds.algorithms.dsgd(0.1)); got "
+                         f"{type(algorithm).__name__}.")
+    if not isinstance(problem, Problem):
+        raise ValueError(f"problem must be a decsim Problem (e.g. ds.problems.quadratic(8, 10)); got "
+                         f"{type(problem).__name__}.")
+    if not isinstance(topology, Topology):
+        raise ValueError(f"topology must be a decsim Topology (e.g. ds.topology.ring(8)); got "
+                         f"{type(topology).__name__}.")
+    if topology.n != problem.n_workers:
+        raise ValueError(f"topology {topology.name} has n={topology.n} workers but the problem has "
+                         f"n_workers={problem.n_workers}; build both with the same n.")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be a nonnegative integer; got steps={steps!r}.")
+    if eval_every is None:
+        return _default_eval_every(int(steps))
+    if isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer; got eval_every={eval_every!r}.")
+    if steps % eval_every:
+        lo = steps // eval_every * eval_every
+        raise ValueError(f"steps={steps} is not a multiple of eval_every={eval_every}; use "
+                         f"steps={lo if lo else eval_every} or {lo + eval_every}, or an eval_every "
+                         f"that divides {steps}.")
+    return int(eval_every)
+
+
+def _program_args(problem: Problem, topology: Topology) -> dict:
+    f32 = jnp.float32
+    return {
+        "params0": jax.tree.map(lambda a: jnp.asarray(a, f32), problem.params0),
+        "data": jax.tree.map(jnp.asarray, problem.data),
+        "counts": jnp.asarray(problem.counts, jnp.int32),
+        "noise_std": jnp.asarray(problem.noise_std, f32),
+        "test": None if problem.test_data is None else jax.tree.map(jnp.asarray, problem.test_data),
+        "aux": None if problem.aux is None else jax.tree.map(lambda a: jnp.asarray(a, f32), problem.aux),
+        "W": jnp.asarray(topology.W, f32),
+        "lam": jnp.asarray(topology.lam, f32),
+    }
+
+
+def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
+        eval_every: Optional[int] = None, seed: int = 0, seeds: Optional[Sequence[int]] = None,
+        progress: Optional[bool] = None, hparams: Optional[dict] = None) -> History:
+    """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
+
+    Args:
+      algorithm: from ``ds.algorithms``.
+      problem: from ``ds.problems``.
+      topology: from ``ds.topology`` with ``n == problem.n_workers``.
+      steps: number of algorithm steps (a multiple of ``eval_every``).
+      eval_every: steps between evaluations (default: about 50 evaluations).
+      seed: the run's seed (minibatches, noise, compressors).
+      seeds: several seeds run as one vmapped program; metrics gain a leading seed axis.
+      progress: show a progress bar (default: only when the run will take more than a few seconds).
+      hparams: override numeric hyperparameters (e.g. ``{"learning_rate": 0.05}``) without
+        rebuilding the algorithm.
+
+    Returns:
+      A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
+      ``diverged`` with ``diverged_step``; it never raises.
+
+    Example:
+      >>> import decsim as ds
+      >>> prob = ds.problems.quadratic(4, 5, noise=0.1)
+      >>> hist = ds.run(ds.algorithms.dsgd(0.1), prob, ds.topology.ring(4), steps=100)
+      >>> bool(hist.metrics["loss"][-1] < hist.metrics["loss"][0])
+      True
+    """
+    eval_every = _check_run_args(algorithm, problem, topology, steps, eval_every)
+    if algorithm.validate is not None:
+        algorithm.validate(topology)
+    batched = seeds is not None
+    seed_list = [int(s) for s in seeds] if batched else [int(seed)]
+    if batched and len(seed_list) == 0:
+        raise ValueError("seeds must hold at least one seed; got an empty list.")
+    hp = dict(algorithm.hparams or {})
+    if hparams:
+        unknown = set(hparams) - set(hp)
+        if unknown:
+            raise ValueError(f"hparams {sorted(unknown)} are not numeric hyperparameters of "
+                             f"{algorithm.name}; valid: {sorted(hp)}.")
+        hp.update(hparams)
+    hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+
+    args = _program_args(problem, topology)
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seed_list]) if batched else jax.random.PRNGKey(seed_list[0])
+    n_evals = steps // eval_every
+    chunks = _chunks_per_call(n_evals, eval_every)
+    prog_key = (_algo_key(algorithm), _problem_key(problem))
+
+    compile_seconds = 0.0
+    init_prog, secs = _compiled("init", lambda: _make_init(algorithm, problem), prog_key,
+                                (hp, keys, args), batched, (None, 0, None))
+    compile_seconds += secs
+    state, metrics0 = init_prog(hp, keys, args)
+    t0 = jnp.zeros((), jnp.int32)
+    seg_prog = None
+    if n_evals:
+        seg_prog, secs = _compiled(
+            "segment", lambda: _make_segment(algorithm, problem, eval_every, chunks),
+            prog_key + (eval_every, chunks), (hp, state, t0, keys, args), batched,
+            (None, 0, None, 0, None))
+        compile_seconds += secs
+
+    start = time.perf_counter()
+    n_seeds = len(seed_list)
+    names = list(metrics0)
+
+    def host(m):  # -> {name: [n_seeds, k]}
+        return {k: np.asarray(v, np.float64).reshape(n_seeds, -1) for k, v in m.items()}
+
+    records = [host(metrics0)]
+    cost_chunks = []
+    bar = None
+    done_steps = 0
+    diverged = ~_finite(records[0], n_seeds)
+    while done_steps < steps and not diverged.all():
+        state, costs, metrics = seg_prog(hp, state, jnp.asarray(done_steps, jnp.int32), keys, args)
+        records.append(host(metrics))
+        cost_chunks.append(np.asarray(costs, np.float64).reshape(n_seeds, chunks, 3))
+        done_steps += chunks * eval_every
+        diverged |= ~_finite(records[-1], n_seeds)
+        elapsed = time.perf_counter() - start
+        if bar is None and done_steps < steps:
+            show = progress if progress is not None else elapsed * steps / done_steps > _PROGRESS_MIN_SECONDS
+            if show:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(total=steps, unit="step", desc=f"{algorithm.name} on {topology.name}",
+                           leave=False)
+                bar.update(done_steps)
+        elif bar is not None:
+            bar.update(chunks * eval_every)
+    if bar is not None:
+        bar.close()
+    jax.block_until_ready(state)
+    run_seconds = time.perf_counter() - start
+
+    evals_done = sum(r[names[0]].shape[1] for r in records)
+    metrics = {k: np.concatenate([r[k] for r in records], axis=1) for k in names}
+    per_chunk = np.concatenate(cost_chunks, axis=1) if cost_chunks else np.zeros((n_seeds, 0, 3))
+    cumulative = np.concatenate([np.zeros((n_seeds, 1, 3)), np.cumsum(per_chunk, axis=1)], axis=1)
+    for i, name in enumerate(("grad_evals", "comm_rounds", "bits")):
+        metrics[name] = cumulative[:, :, i]
+    all_steps = np.arange(n_evals + 1) * eval_every
+    # pad an early stop to the full length with NaN; blank every seed after its divergence
+    diverged_step = np.full(n_seeds, -1, dtype=np.int64)
+    for k in list(metrics):
+        v = metrics[k]
+        if v.shape[1] < n_evals + 1:
+            v = np.concatenate([v, np.full((n_seeds, n_evals + 1 - v.shape[1]), np.nan)], axis=1)
+        metrics[k] = v
+    bad = np.zeros((n_seeds, evals_done), dtype=bool)
+    for k in _DIVERGENCE_KEYS:
+        if k in metrics:
+            bad |= ~np.isfinite(metrics[k][:, :evals_done])
+    for s in range(n_seeds):
+        hits = np.flatnonzero(bad[s])
+        if hits.size:
+            first = int(hits[0])
+            diverged_step[s] = int(all_steps[first])
+            for k in metrics:
+                metrics[k][s, first:] = np.nan
+
+    params = tree.to_numpy(algorithm.params(state)) if not batched else tree.to_numpy(
+        jax.vmap(algorithm.params)(state))
+    if not batched:
+        metrics = {k: v[0] for k, v in metrics.items()}
+    config = {
+        "algorithm": algorithm.name,
+        "algorithm_args": _plain(algorithm.config or {}),
+        "hparams": {k: float(v) for k, v in hp.items()},
+        "problem": problem.name,
+        "topology": topology.name,
+        "n_workers": problem.n_workers,
+        "spectral_gap": topology.spectral_gap,
+        "steps": int(steps),
+        "eval_every": int(eval_every),
+        "batch_size": problem.batch_size,
+    }
+    div = diverged_step >= 0
+    return History(
+        steps=all_steps,
+        metrics=metrics,
+        params=params,
+        diverged=div if batched else bool(div[0]),
+        diverged_step=diverged_step if batched else int(diverged_step[0]),
+        seeds=seed_list if batched else seed_list[0],
+        config=config,
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+    )
+
+
+def _finite(record: dict, n_seeds: int) -> np.ndarray:
+    ok = np.ones(n_seeds, dtype=bool)
+    for k in _DIVERGENCE_KEYS:
+        if k in record:
+            ok &= np.all(np.isfinite(record[k]), axis=1)
+    return ok
+
+
+def _plain(value):
+    """A JSON-friendly rendering of factory arguments (objects by name)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return [_plain(v) for v in value]
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    return getattr(value, "name", None) or type(value).__name__

@@ -1,0 +1,387 @@
+"""Communication topologies: graph generators, weight rules, spectra and validation.
+
+This is the only module that uses networkx. A :class:`Topology` holds a symmetric, doubly
+stochastic, nonnegative mixing matrix ``W`` (numpy, float64) and its spectral quantities
+(ALGORITHMS.md section 1 and section 0):
+
+* ``lam = ||W − J||_2 = max(|λ_2|, |λ_n|)``, ``spectral_gap = 1 − lam``,
+* ``beta = ||I − W||_2``, ``p = 1 − lam²``.
+
+Generators follow networkx's conventions: size first, ``seed`` next, options keyword-only. Every
+generator takes ``weights=`` (``"metropolis"`` default, ``"uniform"``, ``"lazy"``).
+
+Example:
+    >>> import decsim as ds
+    >>> topo = ds.topology.ring(8, weights="uniform")
+    >>> round(topo.spectral_gap, 4)
+    0.1953
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Optional
+
+import networkx as nx
+import numpy as np
+
+WEIGHT_RULES = ("metropolis", "uniform", "lazy")
+_ROW_SUM_TOL = 1e-6
+_GAP_TOL = 1e-12
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Topology:
+    """A static communication graph with its mixing matrix.
+
+    Attributes:
+      W: numpy float64 ``[n, n]`` mixing matrix (symmetric, nonnegative, doubly stochastic).
+      name: e.g. ``"ring(16)"``.
+      graph: the networkx graph (self-loops removed), or ``None`` when built from a bare matrix
+        (then the graph of nonzero off-diagonal entries is used on demand).
+    """
+
+    W: np.ndarray
+    name: str
+    graph: Optional[nx.Graph] = None
+
+    # -- sizes and structure ------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.W.shape[0])
+
+    @functools.cached_property
+    def nx_graph(self) -> nx.Graph:
+        if self.graph is not None:
+            return self.graph
+        G = nx.Graph()
+        G.add_nodes_from(range(self.n))
+        rows, cols = np.nonzero(np.triu(self.W, k=1) > 0)
+        G.add_edges_from(zip(rows.tolist(), cols.tolist()))
+        return G
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.nx_graph.number_of_edges())
+
+    @functools.cached_property
+    def degrees(self) -> np.ndarray:
+        return np.array([d for _, d in sorted(self.nx_graph.degree())], dtype=np.int64)
+
+    # -- spectra ------------------------------------------------------------------------------
+    @functools.cached_property
+    def eigenvalues(self) -> np.ndarray:
+        """Eigenvalues of W, sorted in decreasing order (λ_1 = 1 first)."""
+        return np.sort(np.linalg.eigvalsh(self.W))[::-1]
+
+    @property
+    def lambda_2(self) -> float:
+        return float(self.eigenvalues[1]) if self.n > 1 else 0.0
+
+    @property
+    def lambda_min(self) -> float:
+        return float(self.eigenvalues[-1]) if self.n > 1 else 1.0
+
+    @functools.cached_property
+    def lam(self) -> float:
+        """``||W − J||_2`` (the second largest eigenvalue modulus)."""
+        J = np.full_like(self.W, 1.0 / self.n)
+        return float(np.max(np.abs(np.linalg.eigvalsh(self.W - J))))
+
+    @property
+    def spectral_gap(self) -> float:
+        return 1.0 - self.lam
+
+    @property
+    def beta(self) -> float:
+        """``||I − W||_2``."""
+        return float(np.max(np.abs(1.0 - self.eigenvalues)))
+
+    @property
+    def p(self) -> float:
+        """``1 − lam²``, the mixing parameter of Koloskova et al. (2020)."""
+        return 1.0 - self.lam**2
+
+    @property
+    def time_varying(self) -> bool:
+        return False
+
+    def summary(self) -> dict:
+        """Plain dict of the facts ``decsim topology`` prints."""
+        deg = self.degrees
+        return {
+            "name": self.name,
+            "n": self.n,
+            "edges": self.n_edges,
+            "degree_min": int(deg.min()) if deg.size else 0,
+            "degree_max": int(deg.max()) if deg.size else 0,
+            "degree_mean": float(deg.mean()) if deg.size else 0.0,
+            "lambda_2": self.lambda_2,
+            "lambda_min": self.lambda_min,
+            "lam": self.lam,
+            "spectral_gap": self.spectral_gap,
+            "beta": self.beta,
+            "p": self.p,
+        }
+
+    def __repr__(self) -> str:
+        return f"Topology({self.name}, n={self.n}, spectral_gap={self.spectral_gap:.4g})"
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and weights
+
+
+def validate_matrix(W, *, what: str = "W") -> np.ndarray:
+    """Check that ``W`` is a valid mixing matrix; return it as float64 numpy.
+
+    Raises:
+      ValueError: naming the defect (not square, not symmetric, negative entries, rows not summing
+        to 1, disconnected) and how to fix it.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise ValueError(f"{what} must be a square [n, n] matrix; got shape {W.shape}. "
+                         "Pass one row and one column per worker.")
+    if W.shape[0] < 1:
+        raise ValueError(f"{what} must have at least one worker; got shape {W.shape}.")
+    if not np.all(np.isfinite(W)):
+        raise ValueError(f"{what} has non-finite entries; every weight must be a finite number.")
+    asym = float(np.max(np.abs(W - W.T)))
+    if asym > _ROW_SUM_TOL:
+        raise ValueError(f"{what} is not symmetric (max |W - W^T| = {asym:.3g}); decsim needs a "
+                         "symmetric W. Symmetrize it, e.g. with Metropolis weights "
+                         "(ds.topology.from_networkx(G, weights='metropolis')).")
+    if float(W.min()) < 0.0:
+        i, j = np.unravel_index(np.argmin(W), W.shape)
+        raise ValueError(f"{what} has a negative entry W[{i}, {j}] = {W[i, j]:.3g}; weights must be "
+                         "nonnegative. Use a weight rule such as 'metropolis' or 'lazy'.")
+    rows = W.sum(axis=1)
+    bad = int(np.argmax(np.abs(rows - 1.0)))
+    if abs(rows[bad] - 1.0) > _ROW_SUM_TOL:
+        raise ValueError(f"the rows of {what} must sum to 1 (tolerance {_ROW_SUM_TOL:g}); row {bad} "
+                         f"sums to {rows[bad]:.6g}. Put the remainder on the diagonal, or normalize "
+                         "the rows.")
+    n = W.shape[0]
+    if n > 1:
+        J = np.full_like(W, 1.0 / n)
+        lam = float(np.max(np.abs(np.linalg.eigvalsh(W - J))))
+        if 1.0 - lam <= _GAP_TOL:
+            raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = {1.0 - lam:.3g} "
+                             "(<= 1e-12). The graph is disconnected (or W has an eigenvalue at -1, "
+                             "a periodic chain). Connect the graph, or use weights='lazy'.")
+    return W
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHT_RULES:
+        raise ValueError(f"weights={weights!r} is not a weight rule; choose one of {WEIGHT_RULES}.")
+
+
+def weight_matrix(G: nx.Graph, weights: str = "metropolis") -> np.ndarray:
+    """Mixing matrix of graph ``G`` (nodes ``0..n-1``) under a weight rule.
+
+    * ``"metropolis"``: ``w_ij = 1 / (1 + max(deg_i, deg_j))`` on each edge, diagonal = remainder.
+    * ``"uniform"``: ``w_ij = 1 / (1 + max_degree)`` on each edge, diagonal = remainder.
+    * ``"lazy"``: ``(I + W_metropolis) / 2``.
+    """
+    _check_weights(weights)
+    n = G.number_of_nodes()
+    deg = np.zeros(n, dtype=np.int64)
+    edges = [(u, v) for u, v in G.edges() if u != v]
+    for u, v in edges:
+        deg[u] += 1
+        deg[v] += 1
+    W = np.zeros((n, n), dtype=np.float64)
+    max_deg = int(deg.max()) if n else 0
+    for u, v in edges:
+        w = 1.0 / (1.0 + max_deg) if weights == "uniform" else 1.0 / (1.0 + max(deg[u], deg[v]))
+        W[u, v] = W[v, u] = w
+    W[np.diag_indices(n)] = 1.0 - W.sum(axis=1)
+    if weights == "lazy":
+        W = 0.5 * (np.eye(n) + W)
+    return W
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _from_graph(G: nx.Graph, name: str, weights: str) -> Topology:
+    _check_weights(weights)
+    G = nx.Graph(G)
+    G.remove_edges_from(list(nx.selfloop_edges(G)))
+    if G.number_of_nodes() == 0:
+        raise ValueError("the graph has no nodes; a topology needs at least one worker.")
+    G = nx.convert_node_labels_to_integers(G, ordering="default")
+    if G.number_of_nodes() > 1 and not nx.is_connected(G):
+        comps = nx.number_connected_components(G)
+        raise ValueError(f"graph {name} is disconnected ({comps} components); gossip cannot reach "
+                         "consensus. Add edges (e.g. a ring through all nodes) or pick a connected "
+                         "generator.")
+    W = validate_matrix(weight_matrix(G, weights), what=f"W of {name}")
+    W.setflags(write=False)
+    suffix = "" if weights == "metropolis" else f", {weights}"
+    return Topology(W=W, name=f"{name}{suffix}", graph=G)
+
+
+# ---------------------------------------------------------------------------------------------
+# generators
+
+
+def ring(n: int, *, weights: str = "metropolis") -> Topology:
+    """Cycle on ``n`` workers (n = 1: a single worker; n = 2: one edge)."""
+    n = _check_int("n", n)
+    G = nx.empty_graph(n)
+    G.add_edges_from((i, (i + 1) % n) for i in range(n) if (i + 1) % n != i)
+    return _from_graph(G, f"ring({n})", weights)
+
+
+def torus(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
+    """2-D torus (grid with wrap-around) of ``rows x cols`` workers."""
+    rows, cols = _check_int("rows", rows), _check_int("cols", cols)
+    G = nx.empty_graph(rows * cols)
+    for i in range(rows):
+        for j in range(cols):
+            u = i * cols + j
+            for v in (((i + 1) % rows) * cols + j, i * cols + (j + 1) % cols):
+                if v != u:
+                    G.add_edge(u, v)
+    return _from_graph(G, f"torus({rows}x{cols})", weights)
+
+
+def grid(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
+    """2-D grid without wrap-around."""
+    rows, cols = _check_int("rows", rows), _check_int("cols", cols)
+    G = nx.empty_graph(rows * cols)
+    for i in range(rows):
+        for j in range(cols):
+            u = i * cols + j
+            if i + 1 < rows:
+                G.add_edge(u, u + cols)
+            if j + 1 < cols:
+                G.add_edge(u, u + 1)
+    return _from_graph(G, f"grid({rows}x{cols})", weights)
+
+
+def complete(n: int, *, weights: str = "metropolis") -> Topology:
+    """Complete graph: with Metropolis or uniform weights, ``W = J`` (exact averaging)."""
+    n = _check_int("n", n)
+    return _from_graph(nx.complete_graph(n), f"complete({n})", weights)
+
+
+def star(n: int, *, weights: str = "metropolis") -> Topology:
+    """Star: worker 0 is the hub, linked to the ``n − 1`` others."""
+    n = _check_int("n", n)
+    return _from_graph(nx.star_graph(n - 1) if n > 1 else nx.empty_graph(1), f"star({n})", weights)
+
+
+def hypercube(n: int, *, weights: str = "metropolis") -> Topology:
+    """Hypercube on ``n = 2^k`` workers: i links to i XOR 2^j."""
+    n = _check_int("n", n)
+    if n & (n - 1):
+        lower = 1 << (n.bit_length() - 1)
+        raise ValueError(f"hypercube needs n a power of two; got n={n}. Use n={lower} or "
+                         f"n={lower * 2}, or exponential(n).")
+    G = nx.empty_graph(n)
+    k = n.bit_length() - 1
+    G.add_edges_from((i, i ^ (1 << j)) for i in range(n) for j in range(k))
+    return _from_graph(G, f"hypercube({n})", weights)
+
+
+def exponential(n: int, *, weights: str = "metropolis") -> Topology:
+    """Static exponential graph: worker i links to ``i ± 2^k (mod n)`` for every ``2^k < n``."""
+    n = _check_int("n", n)
+    G = nx.empty_graph(n)
+    k = 1
+    while k < n:
+        G.add_edges_from((i, (i + k) % n) for i in range(n) if (i + k) % n != i)
+        k *= 2
+    return _from_graph(G, f"exponential({n})", weights)
+
+
+def erdos_renyi(n: int, p: float, *, seed: int = 0, weights: str = "metropolis",
+                max_tries: int = 100) -> Topology:
+    """Erdős–Rényi G(n, p), resampled (at most ``max_tries`` times) until connected."""
+    n = _check_int("n", n)
+    if not 0.0 < float(p) <= 1.0:
+        raise ValueError(f"p must be in (0, 1]; got p={p!r}.")
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        G = nx.erdos_renyi_graph(n, float(p), seed=int(rng.integers(2**31)))
+        if n == 1 or nx.is_connected(G):
+            return _from_graph(G, f"erdos_renyi({n}, p={p:g})", weights)
+    hint = math.log(n) / n
+    raise ValueError(f"erdos_renyi({n}, p={p}) gave no connected graph in {max_tries} tries; "
+                     f"use p above the connectivity threshold log(n)/n = {hint:.3g} (e.g. p={2 * hint:.3g}).")
+
+
+def random_geometric(n: int, radius: float, *, seed: int = 0, weights: str = "metropolis",
+                     max_tries: int = 100) -> Topology:
+    """Random geometric graph in the unit square, resampled until connected."""
+    n = _check_int("n", n)
+    if not float(radius) > 0.0:
+        raise ValueError(f"radius must be positive; got radius={radius!r}.")
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        G = nx.random_geometric_graph(n, float(radius), seed=int(rng.integers(2**31)))
+        if n == 1 or nx.is_connected(G):
+            return _from_graph(G, f"random_geometric({n}, r={radius:g})", weights)
+    hint = math.sqrt(2 * math.log(n) / (math.pi * n))
+    raise ValueError(f"random_geometric({n}, radius={radius}) gave no connected graph in {max_tries} "
+                     f"tries; use a larger radius (about {hint:.3g} or more).")
+
+
+def social(*, weights: str = "metropolis") -> Topology:
+    """The Davis Southern Women social graph (networkx), 32 nodes."""
+    return _from_graph(nx.davis_southern_women_graph(), "social(32)", weights)
+
+
+def from_networkx(G: nx.Graph, *, weights: str = "metropolis", name: Optional[str] = None) -> Topology:
+    """Topology of any connected networkx graph (nodes are relabelled 0..n-1 in node order)."""
+    if not isinstance(G, nx.Graph):
+        raise ValueError(f"G must be a networkx Graph; got {type(G).__name__}.")
+    return _from_graph(G, name or f"graph({G.number_of_nodes()})", weights)
+
+
+def from_matrix(W, *, name: Optional[str] = None) -> Topology:
+    """Topology of an explicit mixing matrix (validated: square, symmetric, nonnegative, rows sum
+    to 1, connected)."""
+    W = validate_matrix(W).copy()
+    W.setflags(write=False)
+    return Topology(W=W, name=name or f"matrix({W.shape[0]})")
+
+
+def torus_shape(n: int) -> tuple:
+    """The most square ``rows x cols = n`` factorization (rows <= cols)."""
+    n = _check_int("n", n)
+    rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
+    return rows, n // rows
+
+
+GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
+              "erdos_renyi", "random_geometric", "social")
+
+
+def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis", **options) -> Topology:
+    """Build a topology of ``n`` workers from a generator name (``torus``/``grid`` use the most
+    square factorization of n; ``erdos_renyi`` takes ``p=``, ``random_geometric`` takes
+    ``radius=``)."""
+    if name not in GENERATORS:
+        import difflib
+        close = difflib.get_close_matches(str(name), GENERATORS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown topology {name!r}; valid names: {', '.join(GENERATORS)}.{hint}")
+    if name in ("torus", "grid"):
+        return globals()[name](*torus_shape(n), weights=weights)
+    if name == "social":
+        if n != 32:
+            raise ValueError(f"the social graph has 32 nodes; got n={n}.")
+        return social(weights=weights)
+    if name in ("erdos_renyi", "random_geometric"):
+        return globals()[name](n, seed=seed, weights=weights, **options)
+    return globals()[name](n, weights=weights)
