@@ -120,15 +120,15 @@ def consensus(n_workers: int, dim: int, *, seed: int = 0) -> Problem:
 
 
 def _linear_logits(params, x):
-    return x @ params["w"] + params["b"]
+    return x @ params["w"] + params["b"][None, :]
 
 
 def _mlp_logits(activation: str, params, x):
     act = {"tanh": jnp.tanh, "relu": jax.nn.relu}[activation]
     h = x
     for layer in params[:-1]:
-        h = act(h @ layer["w"] + layer["b"])
-    return h @ params[-1]["w"] + params[-1]["b"]
+        h = act(h @ layer["w"] + layer["b"][None, :])
+    return h @ params[-1]["w"] + params[-1]["b"][None, :]
 
 
 def _xent(logits, y):

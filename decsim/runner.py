@@ -10,7 +10,7 @@ hyperparameters (learning rate, gamma, ...). Two runs that differ only in those,
 seed, reuse the same compiled executable; ``TRACE_COUNTS`` counts how often a program was traced.
 
 Randomness: ``run_key = PRNGKey(seed)``; step t uses ``fold_in(run_key, t)``, which the gradient
-oracle splits into one key per worker. The initial state uses ``fold_in(run_key, -1)``'s bits.
+oracle splits into one key per worker. The initial state uses ``fold_in(run_key, 2**31 - 1)``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,13 @@ def _local_loss(loss_fn, uniform: bool):
         return lambda x, data_i, count_i: loss_fn(x, data_i)
 
     def local(x, data_i, count_i):
-        per_example = jax.vmap(lambda ex: loss_fn(x, jax.tree.map(lambda a: a[None], ex)))(data_i)
-        mask = jnp.arange(per_example.shape[0]) < count_i
+        m = jax.tree.leaves(data_i)[0].shape[0]
+        mask = jnp.arange(m) < count_i
+        # Padding rows are replaced by row 0 before the loss sees them: whatever they hold (even
+        # NaN) can then leak neither into the value nor into the gradient (0 * NaN = NaN).
+        clean = jax.tree.map(
+            lambda a: jnp.where(mask.reshape((m,) + (1,) * (a.ndim - 1)), a, a[:1]), data_i)
+        per_example = jax.vmap(lambda ex: loss_fn(x, jax.tree.map(lambda a: a[None], ex)))(clean)
         total = jnp.sum(jnp.where(mask, per_example, jnp.zeros_like(per_example)))
         return total / count_i.astype(per_example.dtype)
 
@@ -132,6 +137,11 @@ def _evaluate(algo: Algorithm, problem: Problem, state, args):
     return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
 
 
+def _init_key(run_key):
+    """The key an algorithm's ``init`` receives (disjoint from every step key fold_in(run_key, t))."""
+    return jax.random.fold_in(run_key, 2**31 - 1)
+
+
 def _bind(algo: Algorithm, hparams):
     return algo.rebuild(hparams) if (algo.rebuild is not None and hparams) else algo
 
@@ -140,8 +150,7 @@ def _make_init(algo: Algorithm, problem: Problem):
     def init(hparams, run_key, args):
         TRACE_COUNTS["init"] += 1
         a = _bind(algo, hparams)
-        key = jax.random.fold_in(run_key, 2**31 - 1)
-        state = a.init(args["params0"], key)
+        state = a.init(args["params0"], _init_key(run_key))
         return state, _evaluate(a, problem, state, args)
 
     return init
@@ -413,6 +422,37 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
     )
+
+
+def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
+               seed: int = 0, record=None):
+    """Every iterate of a short run, for inspection and exact-trajectory tests.
+
+    Returns a numpy pytree with a leading axis ``[steps + 1, ...]``: ``record(state)`` (default
+    ``algorithm.params(state)``) at the initial state and after each step. Uses the same oracle,
+    mixer and key derivation as :func:`run`; meant for small problems (it keeps every iterate).
+    """
+    _check_run_args(algorithm, problem, topology, steps, 1)
+    if algorithm.validate is not None:
+        algorithm.validate(topology)
+    record = algorithm.params if record is None else record
+    args = _program_args(problem, topology)
+    run_key = jax.random.PRNGKey(seed)
+
+    @jax.jit
+    def go(args):
+        oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
+        mixer = Mixer(W=args["W"], lam=args["lam"])
+        state = algorithm.init(args["params0"], _init_key(run_key))
+
+        def one(state, t):
+            state, _ = algorithm.step(state, oracle, mixer, jax.random.fold_in(run_key, t))
+            return state, record(state)
+
+        _, rest = jax.lax.scan(one, state, jnp.arange(steps, dtype=jnp.int32))
+        return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), record(state), rest)
+
+    return tree.to_numpy(go(args))
 
 
 def _finite(record: dict, n_seeds: int) -> np.ndarray:

@@ -95,7 +95,7 @@ def dsgd(learning_rate=None, *, gossip_every: int = 1, local_optimizer=None) -> 
             X, rounds = mixer(half), 1.0
         else:
             mixing = (state.t + 1) % gossip_every == 0
-            X = jax.lax.cond(mixing, mixer, lambda z: z, half)
+            X = jax.lax.cond(mixing, lambda z: mixer(z), lambda z: z, half)
             rounds = mixing.astype(jnp.float32)
         return LocalState(X, opt, state.t + 1), cost(1, rounds, rounds * dense_bits(state.X))
 
