@@ -12,13 +12,14 @@ Example:
     (11,)
 """
 
-from . import algorithms, data, gossip, problems, theory, topology, tree
+from . import algorithms, data, gossip, plot, problems, sweep, theory, topology, tree
 from ._types import Algorithm, History, Problem, StepCost
 from .runner import run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "History", "Problem", "StepCost", "algorithms", "data", "gossip", "problems", "run",
+    "Algorithm", "History", "Problem", "StepCost", "algorithms", "data", "gossip", "plot", "problems",
+    "run", "sweep",
     "theory", "topology", "tree", "__version__",
 ]

@@ -32,6 +32,12 @@ def _check_workers(n_workers) -> int:
     return int(n_workers)
 
 
+def _check_dim(dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be an integer >= 1; got dim={dim!r}.")
+    return int(dim)
+
+
 def _check_batch_size(batch_size) -> Optional[int]:
     if batch_size is None:
         return None
@@ -64,8 +70,7 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     ``info`` holds ``x_star``, ``f_star``, ``L``, ``mu``, ``sigma2`` (per coordinate), ``zeta2``.
     """
     n = _check_workers(n_workers)
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1; got dim={dim!r}.")
+    _check_dim(dim)
     if not (mu > 0 and L >= mu):
         raise ValueError(f"need 0 < mu <= L; got mu={mu!r}, L={L!r}.")
     if noise < 0 or heterogeneity < 0:
@@ -104,6 +109,7 @@ def consensus(n_workers: int, dim: int, *, seed: int = 0) -> Problem:
     ``(1/n) Σ_i ||x_i − x̄_0||²``. Gossip-only algorithms never call the gradient oracle.
     """
     n = _check_workers(n_workers)
+    _check_dim(dim)
     rng = np.random.default_rng(seed)
     a0 = rng.normal(size=(n, dim)).astype(np.float32)
     data = {"a": np.ones((n, 1, dim), np.float32), "c": a0[:, None, :].copy()}
@@ -258,9 +264,12 @@ def custom(loss_fn: Callable, params0, worker_data, *, batch_size: Optional[int]
     n, m = shapes.pop()
     if counts is None:
         counts = np.full(n, m, np.int32)
-    counts = np.asarray(counts, np.int32)
-    if counts.shape != (n,) or counts.min() < 1 or counts.max() > m:
-        raise ValueError(f"counts must be {n} integers in [1, {m}]; got {counts!r}.")
+    raw = np.asarray(counts)
+    if raw.shape != (n,) or not np.all(np.mod(raw, 1) == 0):
+        raise ValueError(f"counts must be {n} whole numbers in [1, {m}]; got {counts!r}.")
+    counts = raw.astype(np.int32)
+    if counts.min() < 1 or counts.max() > m:
+        raise ValueError(f"counts must be {n} whole numbers in [1, {m}]; got {counts!r}.")
     if test_data is not None and test_metrics is None:
         test_metrics = _default_test_metrics(loss_fn)
     params0 = jax.tree.map(np.asarray, params0)

@@ -30,6 +30,7 @@ import numpy as np
 WEIGHT_RULES = ("metropolis", "uniform", "lazy")
 _ROW_SUM_TOL = 1e-6
 _GAP_TOL = 1e-12
+_NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is not a negative weight
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -154,10 +155,11 @@ def validate_matrix(W, *, what: str = "W") -> np.ndarray:
         raise ValueError(f"{what} is not symmetric (max |W - W^T| = {asym:.3g}); decsim needs a "
                          "symmetric W. Symmetrize it, e.g. with Metropolis weights "
                          "(ds.topology.from_networkx(G, weights='metropolis')).")
-    if float(W.min()) < 0.0:
+    if float(W.min()) < -_NEG_TOL:
         i, j = np.unravel_index(np.argmin(W), W.shape)
         raise ValueError(f"{what} has a negative entry W[{i}, {j}] = {W[i, j]:.3g}; weights must be "
                          "nonnegative. Use a weight rule such as 'metropolis' or 'lazy'.")
+    W = np.where(W < 0.0, 0.0, W) if W.min() < 0.0 else W
     rows = W.sum(axis=1)
     bad = int(np.argmax(np.abs(rows - 1.0)))
     if abs(rows[bad] - 1.0) > _ROW_SUM_TOL:
@@ -382,6 +384,14 @@ def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis", **
         if n != 32:
             raise ValueError(f"the social graph has 32 nodes; got n={n}.")
         return social(weights=weights)
-    if name in ("erdos_renyi", "random_geometric"):
-        return globals()[name](n, seed=seed, weights=weights, **options)
+    needed = {"erdos_renyi": "p", "random_geometric": "radius"}.get(name)
+    extra = set(options) - ({needed} if needed else set())
+    if extra:
+        raise ValueError(f"topology {name!r} takes no option(s) {sorted(extra)}"
+                         + (f"; it takes {needed}=" if needed else "") + ".")
+    if needed:
+        if needed not in options:
+            raise ValueError(f"topology {name!r} needs {needed}=..., e.g. "
+                             f"by_name({name!r}, {n}, {needed}={0.3 if needed == 'p' else 0.4}).")
+        return globals()[name](n, options[needed], seed=seed, weights=weights)
     return globals()[name](n, weights=weights)

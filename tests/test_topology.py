@@ -444,3 +444,23 @@ def test_names_and_repr():
     assert "ring(8)" in repr(T.ring(8)) and "spectral_gap" in repr(T.ring(8))
     assert T.ring(8).time_varying is False
     assert ds.topology.ring is T.ring
+
+
+def test_round_off_negative_diagonal_is_accepted():
+    """1 - 20 * (1/20) is -2e-16 in floating point: round-off, not a negative weight."""
+    n = 21
+    W = np.full((n, n), 1.0 / (n - 1))
+    np.fill_diagonal(W, 0.0)
+    np.fill_diagonal(W, 1.0 - W.sum(axis=1))
+    topo = T.from_matrix(W)
+    assert topo.W.min() >= 0.0
+    with pytest.raises(ValueError, match="negative entry"):
+        T.from_matrix(np.array([[1.001, -0.001], [-0.001, 1.001]]))
+
+
+def test_by_name_options_are_checked():
+    with pytest.raises(ValueError, match=r"needs p="):
+        T.by_name("erdos_renyi", 8)
+    with pytest.raises(ValueError, match=r"takes no option"):
+        T.by_name("ring", 8, p=0.5)
+    assert T.by_name("erdos_renyi", 8, p=0.6, seed=1).n == 8
