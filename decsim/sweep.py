@@ -184,7 +184,9 @@ def speedup_study(*, out_dir: Optional[str] = None, progress: bool = True, verbo
 
 def _decaying(lr0: float, decay: float):
     def schedule(t):
-        return lr0 / (1.0 + t / decay)
+        import jax.numpy as jnp
+
+        return lr0 / (1.0 + jnp.asarray(t, jnp.float32) / decay)
 
     schedule.__name__ = f"{lr0:g}/(1+t/{decay:g})"
     return schedule
