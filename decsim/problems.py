@@ -8,7 +8,7 @@ Example:
     >>> import decsim as ds
     >>> prob = ds.problems.logistic_regression(8, dataset="digits", partition="dirichlet",
     ...                                        alpha=0.5, batch_size=32, seed=0)
-    >>> prob.n_workers, prob.counts.sum() > 1000
+    >>> prob.n_workers, bool(prob.counts.sum() > 1000)
     (8, True)
 """
 

@@ -31,7 +31,8 @@ from .gossip import Mixer
 from .topology import Topology
 
 TRACE_COUNTS: collections.Counter = collections.Counter()
-_PROGRAMS: dict = {}
+_PROGRAMS: "collections.OrderedDict" = collections.OrderedDict()
+_MAX_PROGRAMS = 64  # compiled executables kept (least recently used are dropped)
 _PROGRESS_MIN_SECONDS = 3.0
 _DIVERGENCE_KEYS = ("loss", "grad_norm_sq", "consensus")
 
@@ -197,6 +198,7 @@ def _compiled(kind: str, builder, key: tuple, args: tuple, vmapped: bool, in_axe
     full_key = (kind, key, vmapped, _signature(args))
     entry = _PROGRAMS.get(full_key)
     if entry is not None:
+        _PROGRAMS.move_to_end(full_key)
         return entry, 0.0
     fn = builder()
     if vmapped:
@@ -205,6 +207,8 @@ def _compiled(kind: str, builder, key: tuple, args: tuple, vmapped: bool, in_axe
     entry = jax.jit(fn).lower(*args).compile()
     seconds = time.perf_counter() - start
     _PROGRAMS[full_key] = entry
+    while len(_PROGRAMS) > _MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
     return entry, seconds
 
 

@@ -263,3 +263,51 @@ def test_schedule_learning_rate(ls, topo):
     for t in range(10):
         X = topo.W @ (X - 0.05 * 0.9**t * np_grads(X, A, y))
     np.testing.assert_allclose(got[-1], X, rtol=2e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# contract tests over the whole registry
+
+
+def _default(name):
+    factory = ds.algorithms.REGISTRY[name]
+    return factory(0.05)
+
+
+@pytest.mark.parametrize("name", sorted(ds.algorithms.REGISTRY))
+def test_contract_shapes_dtypes_jit(name, ls, topo):
+    """init/step keep the state's structure, shapes and dtypes (so lax.scan can carry it), the
+    step reports a StepCost, and jit equals no-jit."""
+    from decsim.gossip import Mixer
+    from decsim.runner import make_oracle
+
+    prob, _, _ = ls
+    algo = _default(name)
+    assert algo.name == name and algo.hparams == {"learning_rate": 0.05}
+    data = jax.tree.map(jnp.asarray, prob.data)
+    oracle = make_oracle(prob, data, jnp.asarray(prob.counts), jnp.float32(0.0))
+    mixer = Mixer(W=jnp.asarray(topo.W, jnp.float32), lam=jnp.float32(topo.lam))
+    X0 = jnp.asarray(prob.params0)
+    key = jax.random.PRNGKey(0)
+    state = algo.init(X0, key)
+
+    def two_steps(state):
+        for t in range(2):
+            state, cost = algo.step(state, oracle, mixer, jax.random.fold_in(key, t))
+        return state, cost
+
+    eager_state, eager_cost = two_steps(state)
+    jit_state, jit_cost = jax.jit(two_steps)(state)
+    assert jax.tree.structure(eager_state) == jax.tree.structure(state)
+    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(eager_state)):
+        assert before.shape == after.shape and before.dtype == after.dtype
+    assert algo.params(eager_state).shape == X0.shape
+    assert isinstance(eager_cost, ds.StepCost)
+    for a, b in zip(jax.tree.leaves(eager_state), jax.tree.leaves(jit_state)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.array(eager_cost), np.array(jit_cost))
+    # rebuild with a traced learning rate gives the same step as the factory called with it
+    rebuilt = jax.jit(lambda lr, s: algo.rebuild({"learning_rate": lr}).step(s, oracle, mixer, key)[0])
+    direct = ds.algorithms.REGISTRY[name](0.02).step(state, oracle, mixer, key)[0]
+    for a, b in zip(jax.tree.leaves(rebuilt(jnp.float32(0.02), state)), jax.tree.leaves(direct)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
