@@ -13,13 +13,13 @@ Example:
 """
 
 from . import algorithms, data, gossip, plot, problems, sweep, theory, topology, tree
-from ._types import Algorithm, History, Problem, StepCost
+from ._types import Algorithm, Compressor, History, Problem, StepCost
 from .runner import run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "History", "Problem", "StepCost", "algorithms", "data", "gossip", "plot", "problems",
+    "Algorithm", "Compressor", "History", "Problem", "StepCost", "algorithms", "data", "gossip", "plot", "problems",
     "run", "sweep",
     "theory", "topology", "tree", "__version__",
 ]

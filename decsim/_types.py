@@ -33,6 +33,28 @@ class StepCost(NamedTuple):
     bits: Any
 
 
+class Compressor(NamedTuple):
+    """A compression operator (ALGORITHMS.md section 2), applied per worker and per leaf.
+
+    Attributes:
+      compress: ``(key, x) -> x_hat``: one worker's leaf ``x`` (any shape) to the value the
+        receiver reconstructs (same shape and dtype). Pure and jittable.
+      bits: ``(x_hat) -> float32 scalar``: payload bits of that leaf's message.
+      omega: ``d -> float``: quality ω in ``E||C(x) − x||² <= (1 − ω)||x||²`` for a leaf of size d
+        (``None`` when no such bound is claimed).
+      name: e.g. ``"top_k(0.01)"``.
+      unbiased: ``E C(x) = x``.
+      deterministic: ``compress`` ignores its key.
+    """
+
+    compress: Callable
+    bits: Callable
+    omega: Optional[Callable]
+    name: str
+    unbiased: bool = False
+    deterministic: bool = False
+
+
 class Algorithm(NamedTuple):
     """A decentralized algorithm: a NamedTuple of pure functions built by a factory.
 
