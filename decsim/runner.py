@@ -27,7 +27,7 @@ import numpy as np
 
 from . import tree
 from ._types import Algorithm, History, Problem
-from .gossip import Mixer
+from .gossip import make_mixer
 from .topology import Topology
 
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -157,14 +157,14 @@ def _make_init(algo: Algorithm, problem: Problem):
     return init
 
 
-def _make_segment(algo: Algorithm, problem: Problem, eval_every: int, chunks: int):
+def _make_segment(algo: Algorithm, problem: Problem, weights_fn, eval_every: int, chunks: int):
     def segment(hparams, state, t0, run_key, args):
         TRACE_COUNTS["segment"] += 1
         a = _bind(algo, hparams)
         oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
-        mixer = Mixer(W=args["W"], lam=args["lam"])
 
         def one_step(state, t):
+            mixer = make_mixer(weights_fn, args["topology"], args["lam"], t)
             state, cost = a.step(state, oracle, mixer, jax.random.fold_in(run_key, t))
             return state, jnp.stack([jnp.asarray(c, jnp.float32) for c in cost])
 
@@ -269,7 +269,7 @@ def _program_args(problem: Problem, topology: Topology) -> dict:
         "noise_std": jnp.asarray(problem.noise_std, f32),
         "test": None if problem.test_data is None else jax.tree.map(jnp.asarray, problem.test_data),
         "aux": None if problem.aux is None else jax.tree.map(lambda a: jnp.asarray(a, f32), problem.aux),
-        "W": jnp.asarray(topology.W, f32),
+        "topology": {k: jnp.asarray(v) for k, v in topology.weights_args().items()},
         "lam": jnp.asarray(topology.lam, f32),
     }
 
@@ -333,8 +333,8 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     seg_prog = None
     if n_evals:
         seg_prog, secs = _compiled(
-            "segment", lambda: _make_segment(algorithm, problem, eval_every, chunks),
-            prog_key + (eval_every, chunks), (hp, state, t0, keys, args), batched,
+            "segment", lambda: _make_segment(algorithm, problem, topology.weights_fn, eval_every, chunks),
+            prog_key + (topology.weights_fn, eval_every, chunks), (hp, state, t0, keys, args), batched,
             (None, 0, None, 0, None))
         compile_seconds += secs
 
@@ -446,10 +446,10 @@ def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps
     @jax.jit
     def go(args):
         oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
-        mixer = Mixer(W=args["W"], lam=args["lam"])
         state = algorithm.init(args["params0"], _init_key(run_key))
 
         def one(state, t):
+            mixer = make_mixer(topology.weights_fn, args["topology"], args["lam"], t)
             state, _ = algorithm.step(state, oracle, mixer, jax.random.fold_in(run_key, t))
             return state, record(state)
 

@@ -109,6 +109,24 @@ class Topology:
     def time_varying(self) -> bool:
         return False
 
+    # -- what the compiled program needs ------------------------------------------------------
+    @property
+    def weights_fn(self):
+        """Jittable ``(weights_args, tau) -> W_tau`` ([n, n] float32), tau the int32 round index.
+        A module-level function (part of the compiled program's cache key)."""
+        return static_weights
+
+    def weights_args(self) -> dict:
+        """The arrays ``weights_fn`` reads (passed to the program as arguments, not constants)."""
+        return {"W": np.asarray(self.W, np.float32)}
+
+    def W_at(self, tau: int) -> np.ndarray:
+        """The mixing matrix of round ``tau`` (host-side, for inspection and tests)."""
+        import jax.numpy as jnp
+
+        args = {k: jnp.asarray(v) for k, v in self.weights_args().items()}
+        return np.asarray(self.weights_fn(args, jnp.asarray(tau, jnp.int32)), dtype=np.float64)
+
     def summary(self) -> dict:
         """Plain dict of the facts ``decsim topology`` prints."""
         deg = self.degrees
@@ -395,3 +413,131 @@ def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis", **
                              f"by_name({name!r}, {n}, {needed}={0.3 if needed == 'p' else 0.4}).")
         return globals()[name](n, options[needed], seed=seed, weights=weights)
     return globals()[name](n, weights=weights)
+
+
+# ---------------------------------------------------------------------------------------------
+# time-varying topologies: W_t is computed inside the compiled loop from a few arrays
+
+
+def static_weights(args, tau):
+    """The same W at every round."""
+    del tau
+    return args["W"]
+
+
+def one_peer_weights(args, tau):
+    """One-peer exponential graph: at round tau every worker i averages with
+    ``(i + 2^(tau mod K)) mod n`` with weights 1/2 (``args["shifts"]`` holds the K permutations)."""
+    import jax.numpy as jnp
+
+    perms = args["perms"]  # int32 [K, n]: perms[k, i] = (i + 2^k) mod n
+    partner = perms[tau % perms.shape[0]]
+    n = partner.shape[0]
+    eye = jnp.eye(n, dtype=jnp.float32)
+    return 0.5 * eye + 0.5 * eye[partner]
+
+
+def random_matching_weights(args, tau):
+    """Random matching: a fresh uniformly random permutation pairs workers (2i, 2i+1) of it; pairs
+    average with weights 1/2 (with n odd, one worker per round keeps its value)."""
+    import jax
+    import jax.numpy as jnp
+
+    n = args["eye"].shape[0]
+    perm = jax.random.permutation(jax.random.fold_in(args["key"], tau), n)
+    m = n - n % 2
+    partner_of_perm = jnp.arange(n).at[:m].set(jnp.arange(m).reshape(-1, 2)[:, ::-1].reshape(-1))
+    partner = jnp.zeros(n, jnp.int32).at[perm].set(perm[partner_of_perm].astype(jnp.int32))
+    eye = args["eye"]
+    return 0.5 * eye + 0.5 * eye[partner]
+
+
+def link_failure_weights(args, tau):
+    """Each edge of the base W is dropped independently with probability p_drop at every round;
+    a dropped edge's weight goes back to both endpoints' diagonal, so W_t stays symmetric and
+    doubly stochastic."""
+    import jax
+    import jax.numpy as jnp
+
+    W = args["W"]
+    n = W.shape[0]
+    u = jax.random.uniform(jax.random.fold_in(args["key"], tau), (n, n))
+    upper = jnp.triu(u, k=1)
+    keep = (upper + upper.T) >= args["p_drop"]
+    off = jnp.where(keep & ~jnp.eye(n, dtype=bool), W, jnp.zeros_like(W))
+    return off + jnp.diag(1.0 - jnp.sum(off, axis=1))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TimeVaryingTopology(Topology):
+    """A sequence of mixing matrices ``W_t`` generated inside the compiled loop.
+
+    ``W``, ``graph`` and every spectral quantity (``lam``, ``spectral_gap``, ...) are those of the
+    *base* graph (the graph the sequence lives on); algorithms that tune themselves to the graph
+    (DeTAG's accelerated gossip) use them. ``W_at(t)`` gives round t's matrix.
+    """
+
+    kind: str = "static"
+    args: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def time_varying(self) -> bool:
+        return True
+
+    @property
+    def weights_fn(self):
+        return {"one_peer_exponential": one_peer_weights, "random_matching": random_matching_weights,
+                "link_failures": link_failure_weights}[self.kind]
+
+    def weights_args(self) -> dict:
+        return dict(self.args)
+
+
+def _key_data(seed: int) -> np.ndarray:
+    """A raw uint32[2] PRNG key from an integer seed, without importing jax here."""
+    import jax
+
+    return np.asarray(jax.random.PRNGKey(int(seed)))
+
+
+def one_peer_exponential(n: int) -> TimeVaryingTopology:
+    """One-peer exponential graph (Ying et al., NeurIPS 2021): at round t worker i averages with
+    ``i + 2^(t mod K)`` (mod n), weights 1/2, ``K = ceil(log2 n)``. For n a power of two, K
+    consecutive rounds multiply to ``J`` exactly (exact consensus in log2 n rounds). W_t is doubly
+    stochastic but not symmetric. The base graph is ``exponential(n)``."""
+    n = _check_int("n", n)
+    base = exponential(n)
+    K = max(1, math.ceil(math.log2(n))) if n > 1 else 1
+    perms = np.stack([(np.arange(n) + (1 << k)) % n for k in range(K)]).astype(np.int32)
+    return TimeVaryingTopology(W=base.W, name=f"one_peer_exponential({n})", graph=base.graph,
+                               kind="one_peer_exponential", args={"perms": perms})
+
+
+def random_matching(n: int, *, seed: int = 0) -> TimeVaryingTopology:
+    """Random matching (gossip on random pairs): each round a fresh uniformly random matching of
+    the workers; matched pairs average with weights 1/2. The base graph is ``complete(n)``."""
+    n = _check_int("n", n)
+    if n < 2:
+        raise ValueError(f"random_matching needs n >= 2 workers to pair; got n={n}.")
+    base = complete(n)
+    return TimeVaryingTopology(W=base.W, name=f"random_matching({n}, seed={seed})", graph=base.graph,
+                               kind="random_matching",
+                               args={"eye": np.eye(n, dtype=np.float32), "key": _key_data(seed)})
+
+
+def with_link_failures(topology: Topology, p_drop: float, *, seed: int = 0) -> TimeVaryingTopology:
+    """``topology`` whose edges each fail independently with probability ``p_drop`` at every round;
+    a failed edge's weight returns to the diagonal, so W_t stays symmetric and doubly stochastic.
+    The base graph (spectra) is ``topology``."""
+    if not isinstance(topology, Topology) or topology.time_varying:
+        raise ValueError("with_link_failures needs a static Topology (e.g. ds.topology.ring(8)); got "
+                         f"{topology!r}.")
+    if not 0.0 <= float(p_drop) < 1.0:
+        raise ValueError(f"p_drop must be in [0, 1); got p_drop={p_drop!r}.")
+    return TimeVaryingTopology(W=topology.W, name=f"{topology.name} with p_drop={p_drop:g}",
+                               graph=topology.graph, kind="link_failures",
+                               args={"W": np.asarray(topology.W, np.float32),
+                                     "p_drop": np.float32(p_drop), "key": _key_data(seed)})
+
+
+TIME_VARYING = ("one_peer_exponential", "random_matching", "with_link_failures")
