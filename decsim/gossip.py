@@ -1,30 +1,78 @@
 """Gossip: one round of mixing ``X <- W X`` over the stacked worker axis.
 
-A round is ``jnp.tensordot(W, X, axes=1)`` leaf-wise (ALGORITHMS.md section 0). The matrix (or, for
-a time-varying topology, the arrays it is generated from at each round) enters
-the compiled program as an argument, never as a baked-in constant, so two topologies with the same
-number of workers share one compiled program. Matmuls run at ``Precision.HIGHEST`` so that GPU
-TF32 defaults cannot change results.
+A round is ``W X`` leaf-wise (ALGORITHMS.md section 0), computed by one of three paths with the
+same result (to float round-off):
+
+* ``"dense"``: ``jnp.tensordot(W, X, axes=1)``, O(n² d) work and O(n²) memory; best for small or
+  dense graphs.
+* ``"sparse"``: each worker gathers its K neighbours' rows, ``(W X)_i = Σ_k w_ik X_{idx_ik}``
+  (an ELL-format sparse product), O(n K d); works for every graph and every time-varying W_t.
+* ``"roll"``: for circulant graphs (ring, torus, exponential: the same weight for the same offset
+  at every worker) ``W X = Σ_s c_s roll(X, −s)``, O(n K d) with no index arrays at all.
+
+:func:`plan` picks a path for a topology (``"auto"``: dense for n <= 32 or dense graphs, roll for
+circulant graphs, sparse otherwise). The arrays a path needs (W, neighbour lists, offset weights, or
+what a time-varying topology generates W_t from) enter the compiled program as arguments, never as
+baked-in constants, so topologies with the same structure share one program. Dense matmuls run at
+``Precision.HIGHEST`` so that GPU TF32 defaults cannot change results.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.sparse as sp
 
-from .topology import static_weights
+PATHS = ("auto", "dense", "sparse", "roll")
+_DENSE_MAX_N = 32  # "auto" keeps the dense matmul up to this many workers
+_DENSE_MIN_FILL = 0.25  # ... or when at least this fraction of W is nonzero
+
+
+# ---------------------------------------------------------------------------------------------
+# the three products
 
 
 def mix(W, X):
-    """One gossip round ``W X`` for a stacked pytree ``X`` (leaves ``[n, ...]``)."""
+    """One gossip round ``W X`` for a stacked pytree ``X`` (leaves ``[n, ...]``), dense W."""
 
     def one(a):
-        w = W.astype(a.dtype)
-        return jnp.tensordot(w, a, axes=1, precision=jax.lax.Precision.HIGHEST)
+        return jnp.tensordot(W.astype(a.dtype), a, axes=1, precision=jax.lax.Precision.HIGHEST)
 
     return jax.tree.map(one, X)
+
+
+def mix_sparse(idx, w, X):
+    """``(W X)_i = Σ_k w[i, k] X[idx[i, k]]`` (idx int32 ``[n, K]``, w ``[n, K]``)."""
+
+    def one(a):
+        gathered = a[idx]  # [n, K, ...]
+        weights = w.astype(a.dtype).reshape(w.shape + (1,) * (a.ndim - 1))
+        return jnp.sum(weights * gathered, axis=1)
+
+    return jax.tree.map(one, X)
+
+
+def mix_roll(grid: tuple, shifts: tuple, c, X):
+    """Circulant product on a ``grid = (rows, cols)`` arrangement of the workers:
+    ``W X = Σ_s c[s] roll(X, −shift_s)`` with static 2-D shifts."""
+
+    def one(a):
+        g = a.reshape(grid + a.shape[1:])
+        out = None
+        for s, (dr, dc) in enumerate(shifts):
+            term = c[s].astype(a.dtype) * jnp.roll(g, (-dr, -dc), axis=(0, 1))
+            out = term if out is None else out + term
+        return out.reshape(a.shape)
+
+    return jax.tree.map(one, X)
+
+
+# ---------------------------------------------------------------------------------------------
+# the operator of one round, inside the program
 
 
 class Mixer(NamedTuple):
@@ -35,35 +83,206 @@ class Mixer(NamedTuple):
     ``mixer.round(r, R)``, the operator of round ``tau = t·R + r`` (the same operator on a static
     topology).
 
-    Attributes (arrays, traced inside the program):
-      W: ``[n, n]`` mixing matrix of this step.
+    Attributes (arrays are traced inside the program):
+      W: ``[n, n]`` mixing matrix of this round on the dense path (``None`` on the others; use
+        :meth:`dense` to materialize it).
       lam: ``||W − J||_2`` of the (base) topology, for algorithms that tune themselves to the graph
         (accelerated gossip).
-      weights_fn, weights_args, tau: how W was made (``topology.weights_fn``), for ``round``.
+      path: ``"dense"``, ``"sparse"`` or ``"roll"``.
+      ops: the arrays of the sparse (``(idx, w)``) or roll (``c``) paths.
+      static: the roll path's ``(grid, shifts)``.
+      build, args, tau: how this round's arrays were made, for :meth:`round`.
     """
 
-    W: Any
-    lam: Any
-    weights_fn: Optional[Callable] = None
-    weights_args: Any = None
+    W: Any = None
+    lam: Any = 0.0
+    path: str = "dense"
+    ops: Any = None
+    static: tuple = ()
+    build: Optional[Callable] = None
+    args: Any = None
     tau: Any = None
 
     def __call__(self, Z):
-        return mix(self.W, Z)
+        if self.path == "dense":
+            return mix(self.W, Z)
+        if self.path == "sparse":
+            return mix_sparse(self.ops[0], self.ops[1], Z)
+        return mix_roll(self.static[0], self.static[1], self.ops, Z)
 
     @property
     def n(self) -> int:
-        return self.W.shape[0]
+        if self.path == "dense":
+            return self.W.shape[0]
+        if self.path == "sparse":
+            return self.ops[0].shape[0]
+        grid = self.static[0]
+        return grid[0] * grid[1]
+
+    def dense(self):
+        """This round's W as a dense ``[n, n]`` array (O(n²) memory)."""
+        if self.path == "dense":
+            return self.W
+        return self(jnp.eye(self.n, dtype=jnp.float32))
 
     def round(self, r, rounds: int) -> "Mixer":
         """The mixer of sub-round ``r`` (0 <= r < rounds) of this step."""
-        if self.weights_fn is None or self.weights_fn is static_weights:
+        if self.build is None or getattr(self.build, "static", False):
             return self
         tau = self.tau * rounds + r
-        return self._replace(W=self.weights_fn(self.weights_args, tau), tau=tau)
+        return _assemble(self.path, self.build, self.args, self.static, self.lam, tau)
 
 
-def make_mixer(weights_fn: Callable, weights_args, lam, t) -> Mixer:
-    """The mixer of step ``t`` for a topology's ``weights_fn``/``weights_args`` (inside jit)."""
-    return Mixer(W=weights_fn(weights_args, t), lam=lam, weights_fn=weights_fn,
-                 weights_args=weights_args, tau=t)
+def _assemble(path, build, args, static, lam, tau) -> Mixer:
+    arrays = build(args, tau)
+    if path == "dense":
+        return Mixer(W=arrays, lam=lam, path=path, static=static, build=build, args=args, tau=tau)
+    return Mixer(lam=lam, path=path, ops=arrays, static=static, build=build, args=args, tau=tau)
+
+
+class GossipPlan(NamedTuple):
+    """How a topology's rounds are computed: host-side, chosen once per run.
+
+    Attributes:
+      path: ``"dense"``, ``"sparse"`` or ``"roll"``.
+      build: jittable ``(args, tau) -> arrays`` (dense: W; sparse: ``(idx, w)``; roll: ``c``);
+        module-level or memoized, so it can key the compiled-program cache.
+      args: numpy arrays ``build`` reads (program arguments).
+      static: hashable structure (the roll path's grid and shifts).
+    """
+
+    path: str
+    build: Callable
+    args: dict
+    static: tuple = ()
+
+    @property
+    def key(self) -> tuple:
+        return (self.path, self.build, self.static)
+
+    def mixer(self, args, lam, tau) -> Mixer:
+        """The Mixer of round ``tau`` inside the program (``args``: the device copies of
+        ``self.args``)."""
+        return _assemble(self.path, self.build, args, self.static, lam, tau)
+
+
+def _static(fn):
+    fn.static = True
+    return fn
+
+
+@_static
+def _build_dense(args, tau):
+    del tau
+    return args["W"]
+
+
+@_static
+def _build_sparse(args, tau):
+    del tau
+    return args["idx"], args["w"]
+
+
+@_static
+def _build_roll(args, tau):
+    del tau
+    return args["c"]
+
+
+def _densify(idx, w):
+    n = idx.shape[0]
+    rows = jnp.broadcast_to(jnp.arange(n)[:, None], idx.shape)
+    return jnp.zeros((n, n), w.dtype).at[rows, idx].add(w)
+
+
+@functools.lru_cache(maxsize=None)
+def _dense_from(sparse_build):
+    """A dense-path builder for a time-varying sparse builder (small n, tests)."""
+
+    def build(args, tau):
+        return _densify(*sparse_build(args, tau))
+
+    return build
+
+
+# ---------------------------------------------------------------------------------------------
+# host side: the neighbour lists and circulant structure of a static W
+
+
+def neighbour_lists(W):
+    """ELL form of W (dense or scipy sparse): ``idx`` int32 ``[n, K]`` and ``w`` float32 ``[n, K]``
+    (column 0 is the worker itself; rows with fewer neighbours are padded with the worker itself
+    at weight 0). O(nnz) time and memory."""
+    M = sp.csr_matrix(W)
+    n = M.shape[0]
+    coo = M.tocoo()
+    off = coo.row != coo.col
+    r, c, v = coo.row[off], coo.col[off], coo.data[off]
+    order = np.lexsort((c, r))
+    r, c, v = r[order], c[order], v[order]
+    counts = np.bincount(r, minlength=n)
+    K = 1 + (int(counts.max()) if r.size else 0)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(r.size) - starts[r] + 1
+    idx = np.tile(np.arange(n, dtype=np.int32)[:, None], (1, K))
+    w = np.zeros((n, K), np.float32)
+    w[:, 0] = M.diagonal()
+    idx[r, pos] = c
+    w[r, pos] = v
+    return idx, w
+
+
+def circulant_structure(W, grid: tuple):
+    """If W (dense or sparse) is circulant on ``grid = (rows, cols)`` (worker ``i = r·cols + c``),
+    return ``(shifts, c)``: the distinct 2-D offsets of worker 0's neighbours and their weights,
+    such that ``W X = Σ_s c_s roll(X, −shift_s)``; otherwise ``None``. O(nnz)."""
+    from .topology import _circulant_rebuild
+
+    M = sp.csr_matrix(W)
+    rows, cols = grid
+    n = M.shape[0]
+    if rows * cols != n:
+        return None
+    first = np.asarray(M.getrow(0).toarray()).reshape(rows, cols)
+    if abs(_circulant_rebuild(first, n) - M).max() > 0:
+        return None
+    js = np.flatnonzero(first.ravel())
+    shifts = tuple((int(j // cols), int(j % cols)) for j in js)
+    return shifts, first.ravel()[js].astype(np.float32)
+
+
+def plan(topology, path: str = "auto") -> GossipPlan:
+    """Choose how to compute the rounds of ``topology`` (see the module docstring)."""
+    if path not in PATHS:
+        raise ValueError(f"gossip={path!r} is not a gossip path; choose one of {PATHS}.")
+    if topology.time_varying:
+        build, args = topology.sparse_builder()
+        if path == "roll":
+            raise ValueError(f"gossip='roll' needs a static circulant topology; {topology.name} is "
+                             "time-varying. Use 'sparse', 'dense' or 'auto'.")
+        if path == "dense" or (path == "auto" and topology.n <= _DENSE_MAX_N):
+            return GossipPlan("dense", _dense_from(build), args)
+        return GossipPlan("sparse", build, args)
+    M = topology.matrix
+    n = M.shape[0]
+    fill = M.nnz / max(1, n * n)
+    if path == "auto":
+        if n <= _DENSE_MAX_N or fill >= _DENSE_MIN_FILL:
+            path = "dense"
+        else:
+            path = "roll" if _circulant(topology) is not None else "sparse"
+    if path == "dense":
+        return GossipPlan("dense", _build_dense, {"W": np.asarray(topology.W, np.float32)})
+    if path == "sparse":
+        idx, w = neighbour_lists(M)
+        return GossipPlan("sparse", _build_sparse, {"idx": idx, "w": w})
+    found = _circulant(topology)
+    if found is None:
+        raise ValueError(f"gossip='roll' needs a circulant W (the same weight for the same offset at "
+                         f"every worker); {topology.name} is not. Use 'sparse' or 'auto'.")
+    shifts, c = found
+    return GossipPlan("roll", _build_roll, {"c": c}, static=(topology.grid_shape, shifts))
+
+
+def _circulant(topology):
+    return circulant_structure(topology.matrix, topology.grid_shape)

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import tree
 from ._types import Algorithm, History, Problem
-from .gossip import make_mixer
+from .gossip import GossipPlan, plan as gossip_plan
 from .topology import Topology
 
 TRACE_COUNTS: collections.Counter = collections.Counter()
@@ -147,24 +147,43 @@ def _bind(algo: Algorithm, hparams):
     return algo.rebuild(hparams) if (algo.rebuild is not None and hparams) else algo
 
 
-def _make_init(algo: Algorithm, problem: Problem):
+def _worker_constraint(mesh, n: int):
+    """``state -> state`` pinning every leaf with a leading worker axis to the mesh split and the
+    rest to replication (identity without a mesh), so that a program's output state has exactly
+    the sharding its next call expects."""
+    if mesh is None:
+        return lambda state: state
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    split = NamedSharding(mesh, PartitionSpec("workers"))
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def pin(a):
+        spec = split if (jnp.ndim(a) >= 1 and a.shape[0] == n) else whole
+        return jax.lax.with_sharding_constraint(a, spec)
+
+    return lambda state: jax.tree.map(pin, state)
+
+
+def _make_init(algo: Algorithm, problem: Problem, constrain):
     def init(hparams, run_key, args):
         TRACE_COUNTS["init"] += 1
         a = _bind(algo, hparams)
-        state = a.init(args["params0"], _init_key(run_key))
+        state = constrain(a.init(args["params0"], _init_key(run_key)))
         return state, _evaluate(a, problem, state, args)
 
     return init
 
 
-def _make_segment(algo: Algorithm, problem: Problem, weights_fn, eval_every: int, chunks: int):
+def _make_segment(algo: Algorithm, problem: Problem, gplan: GossipPlan, eval_every: int, chunks: int,
+                  constrain):
     def segment(hparams, state, t0, run_key, args):
         TRACE_COUNTS["segment"] += 1
         a = _bind(algo, hparams)
         oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
 
         def one_step(state, t):
-            mixer = make_mixer(weights_fn, args["topology"], args["lam"], t)
+            mixer = gplan.mixer(args["topology"], args["lam"], t)
             state, cost = a.step(state, oracle, mixer, jax.random.fold_in(run_key, t))
             return state, jnp.stack([jnp.asarray(c, jnp.float32) for c in cost])
 
@@ -174,7 +193,7 @@ def _make_segment(algo: Algorithm, problem: Problem, weights_fn, eval_every: int
             return state, (jnp.sum(costs, axis=0), _evaluate(a, problem, state, args))
 
         state, (costs, metrics) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
-        return state, costs, metrics
+        return constrain(state), costs, metrics
 
     return segment
 
@@ -260,7 +279,7 @@ def _check_run_args(algorithm, problem, topology, steps, eval_every):
     return int(eval_every)
 
 
-def _program_args(problem: Problem, topology: Topology) -> dict:
+def _program_args(problem: Problem, topology: Topology, gplan: GossipPlan) -> dict:
     f32 = jnp.float32
     return {
         "params0": jax.tree.map(lambda a: jnp.asarray(a, f32), problem.params0),
@@ -269,14 +288,48 @@ def _program_args(problem: Problem, topology: Topology) -> dict:
         "noise_std": jnp.asarray(problem.noise_std, f32),
         "test": None if problem.test_data is None else jax.tree.map(jnp.asarray, problem.test_data),
         "aux": None if problem.aux is None else jax.tree.map(lambda a: jnp.asarray(a, f32), problem.aux),
-        "topology": {k: jnp.asarray(v) for k, v in topology.weights_args().items()},
+        "topology": {k: jnp.asarray(v) for k, v in gplan.args.items()},
         "lam": jnp.asarray(topology.lam, f32),
     }
 
 
+def _mesh(devices, n_workers: int):
+    """A 1-D mesh over ``devices`` for the worker axis, or None."""
+    if devices is None:
+        return None
+    devices = list(devices)
+    if not devices:
+        raise ValueError("devices must list at least one device, e.g. devices=jax.devices().")
+    if n_workers % len(devices):
+        raise ValueError(f"n_workers={n_workers} is not a multiple of the {len(devices)} devices; the "
+                         "worker axis is split evenly. Use a worker count divisible by the device "
+                         f"count (e.g. {len(devices) * max(1, n_workers // len(devices))}).")
+    from jax.sharding import Mesh
+
+    return Mesh(np.array(devices), ("workers",))
+
+
+def _mesh_key(mesh):
+    return None if mesh is None else tuple(d.id for d in mesh.devices.flat)
+
+
+def _place(args: dict, keys, hp: dict, mesh):
+    """Put per-worker arrays (initial parameters, data, counts) on the mesh split along their worker
+    axis; replicate everything else. The programs' shardings follow from these."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    split = NamedSharding(mesh, PartitionSpec("workers"))
+    whole = NamedSharding(mesh, PartitionSpec())
+    per_worker = {"params0", "data", "counts"}
+    placed = {k: jax.tree.map(lambda a: jax.device_put(a, split if k in per_worker else whole), v)
+              for k, v in args.items()}
+    return placed, jax.device_put(keys, whole), jax.tree.map(lambda a: jax.device_put(a, whole), hp)
+
+
 def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
         eval_every: Optional[int] = None, seed: int = 0, seeds: Optional[Sequence[int]] = None,
-        progress: Optional[bool] = None, hparams: Optional[dict] = None) -> History:
+        progress: Optional[bool] = None, hparams: Optional[dict] = None, gossip: str = "auto",
+        devices: Optional[Sequence] = None) -> History:
     """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
 
     Args:
@@ -290,6 +343,11 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
       progress: show a progress bar (default: only when the run will take more than a few seconds).
       hparams: override numeric hyperparameters (e.g. ``{"learning_rate": 0.05}``) without
         rebuilding the algorithm.
+      gossip: how rounds are computed: ``"auto"``, ``"dense"``, ``"sparse"`` (neighbour gathers)
+        or ``"roll"`` (circulant graphs); see :mod:`decsim.gossip`. All give the same results.
+      devices: shard the worker axis over these devices (a 1-D ``jax.sharding.Mesh``), e.g.
+        ``jax.devices()``; n must be a multiple of their number. XLA inserts the collectives that
+        gossip needs; results equal the unsharded run.
 
     Returns:
       A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
@@ -318,14 +376,19 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         hp.update(hparams)
     hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
 
-    args = _program_args(problem, topology)
+    gplan = gossip_plan(topology, gossip)
+    mesh = _mesh(devices, problem.n_workers)
+    args = _program_args(problem, topology, gplan)
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seed_list]) if batched else jax.random.PRNGKey(seed_list[0])
+    if mesh is not None:
+        args, keys, hp = _place(args, keys, hp, mesh)
     n_evals = steps // eval_every
     chunks = _chunks_per_call(n_evals, eval_every)
-    prog_key = (_algo_key(algorithm), _problem_key(problem))
+    prog_key = (_algo_key(algorithm), _problem_key(problem), _mesh_key(mesh))
 
     compile_seconds = 0.0
-    init_prog, secs = _compiled("init", lambda: _make_init(algorithm, problem), prog_key,
+    constrain = _worker_constraint(mesh, problem.n_workers)
+    init_prog, secs = _compiled("init", lambda: _make_init(algorithm, problem, constrain), prog_key,
                                 (hp, keys, args), batched, (None, 0, None))
     compile_seconds += secs
     state, metrics0 = init_prog(hp, keys, args)
@@ -333,8 +396,8 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     seg_prog = None
     if n_evals:
         seg_prog, secs = _compiled(
-            "segment", lambda: _make_segment(algorithm, problem, topology.weights_fn, eval_every, chunks),
-            prog_key + (topology.weights_fn, eval_every, chunks), (hp, state, t0, keys, args), batched,
+            "segment", lambda: _make_segment(algorithm, problem, gplan, eval_every, chunks, constrain),
+            prog_key + (gplan.key, eval_every, chunks), (hp, state, t0, keys, args), batched,
             (None, 0, None, 0, None))
         compile_seconds += secs
 
@@ -413,6 +476,8 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         "steps": int(steps),
         "eval_every": int(eval_every),
         "batch_size": problem.batch_size,
+        "gossip": gplan.path,
+        "devices": 1 if mesh is None else int(mesh.size),
     }
     div = diverged_step >= 0
     return History(
@@ -429,7 +494,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
 
 
 def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
-               seed: int = 0, record=None):
+               seed: int = 0, record=None, gossip: str = "auto"):
     """Every iterate of a short run, for inspection and exact-trajectory tests.
 
     Returns a numpy pytree with a leading axis ``[steps + 1, ...]``: ``record(state)`` (default
@@ -440,7 +505,8 @@ def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps
     if algorithm.validate is not None:
         algorithm.validate(topology)
     record = algorithm.params if record is None else record
-    args = _program_args(problem, topology)
+    gplan = gossip_plan(topology, gossip)
+    args = _program_args(problem, topology, gplan)
     run_key = jax.random.PRNGKey(seed)
 
     @jax.jit
@@ -449,7 +515,7 @@ def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps
         state = algorithm.init(args["params0"], _init_key(run_key))
 
         def one(state, t):
-            mixer = make_mixer(topology.weights_fn, args["topology"], args["lam"], t)
+            mixer = gplan.mixer(args["topology"], args["lam"], t)
             state, _ = algorithm.step(state, oracle, mixer, jax.random.fold_in(run_key, t))
             return state, record(state)
 

@@ -26,10 +26,12 @@ from typing import Optional
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 WEIGHT_RULES = ("metropolis", "uniform", "lazy")
 _ROW_SUM_TOL = 1e-6
 _GAP_TOL = 1e-12
+_DENSE_SPECTRUM_MAX_N = 2048  # above this, spectra by DFT (circulant) or Lanczos, never dense
 _NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is not a negative weight
 
 
@@ -37,21 +39,37 @@ _NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is 
 class Topology:
     """A static communication graph with its mixing matrix.
 
+    The matrix is stored sparse (scipy CSR), so a ring of 10⁴ workers costs O(n) memory; ``W``
+    materializes the dense numpy matrix on first use. Spectral quantities come from a dense
+    eigendecomposition up to n = 2048, from the DFT of the first row for circulant graphs (ring,
+    torus, exponential), and from Lanczos (``scipy.sparse.linalg.eigsh``) otherwise.
+
     Attributes:
-      W: numpy float64 ``[n, n]`` mixing matrix (symmetric, nonnegative, doubly stochastic).
+      matrix: scipy CSR ``[n, n]`` float64 mixing matrix (symmetric, nonnegative, doubly
+        stochastic).
       name: e.g. ``"ring(16)"``.
       graph: the networkx graph (self-loops removed), or ``None`` when built from a bare matrix
         (then the graph of nonzero off-diagonal entries is used on demand).
+      grid: ``(rows, cols)`` arrangement of the workers when the generator has one (torus), used to
+        recognize circulant structure.
     """
 
-    W: np.ndarray
+    matrix: object
     name: str
     graph: Optional[nx.Graph] = None
+    grid: Optional[tuple] = None
 
     # -- sizes and structure ------------------------------------------------------------------
     @property
     def n(self) -> int:
-        return int(self.W.shape[0])
+        return int(self.matrix.shape[0])
+
+    @functools.cached_property
+    def W(self) -> np.ndarray:
+        """Dense numpy float64 ``[n, n]`` (read-only); O(n²) memory."""
+        W = np.asarray(self.matrix.toarray(), dtype=np.float64)
+        W.setflags(write=False)
+        return W
 
     @functools.cached_property
     def nx_graph(self) -> nx.Graph:
@@ -59,8 +77,8 @@ class Topology:
             return self.graph
         G = nx.Graph()
         G.add_nodes_from(range(self.n))
-        rows, cols = np.nonzero(np.triu(self.W, k=1) > 0)
-        G.add_edges_from(zip(rows.tolist(), cols.tolist()))
+        upper = sp.triu(self.matrix, k=1).tocoo()
+        G.add_edges_from(zip(upper.row.tolist(), upper.col.tolist()))
         return G
 
     @property
@@ -71,25 +89,62 @@ class Topology:
     def degrees(self) -> np.ndarray:
         return np.array([d for _, d in sorted(self.nx_graph.degree())], dtype=np.int64)
 
+    @property
+    def grid_shape(self) -> tuple:
+        """``(rows, cols)`` arrangement of the workers (``(1, n)`` unless the generator says)."""
+        return self.grid if self.grid is not None else (1, self.n)
+
     # -- spectra ------------------------------------------------------------------------------
     @functools.cached_property
+    def _circulant_spectrum(self):
+        """All eigenvalues from the 2-D DFT of worker 0's row when W is circulant on its grid."""
+        rows, cols = self.grid_shape
+        first = np.asarray(self.matrix.getrow(0).toarray()).reshape(rows, cols)
+        rebuilt = _circulant_rebuild(first, self.n)
+        if abs(rebuilt - self.matrix).max() > 1e-12:
+            return None
+        return np.sort(np.real(np.fft.fft2(first)).ravel())[::-1]
+
+    @functools.cached_property
     def eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of W, sorted in decreasing order (λ_1 = 1 first)."""
-        return np.sort(np.linalg.eigvalsh(self.W))[::-1]
+        """Eigenvalues of W, sorted in decreasing order (λ_1 = 1 first). For n > 2048 only
+        circulant graphs have them all (by DFT); use ``lambda_2``/``lambda_min`` otherwise."""
+        if self.n <= _DENSE_SPECTRUM_MAX_N:
+            return np.sort(np.linalg.eigvalsh(self.W))[::-1]
+        circ = self._circulant_spectrum
+        if circ is None:
+            raise ValueError(f"all eigenvalues of a non-circulant {self.n}-worker W would need a dense "
+                             "eigendecomposition; use lambda_2, lambda_min, lam and spectral_gap.")
+        return circ
+
+    @functools.cached_property
+    def _extremes(self) -> tuple:
+        """``(lambda_2, lambda_min)``."""
+        if self.n == 1:
+            return 0.0, 1.0
+        if self.n <= _DENSE_SPECTRUM_MAX_N or self._circulant_spectrum is not None:
+            vals = self.eigenvalues
+            return float(vals[1]), float(vals[-1])
+        from scipy.sparse.linalg import eigsh
+
+        top = eigsh(self.matrix, k=2, which="LA", return_eigenvectors=False, tol=1e-10)
+        low = eigsh(self.matrix, k=1, which="SA", return_eigenvectors=False, tol=1e-10)
+        return float(np.min(top)), float(low[0])
 
     @property
     def lambda_2(self) -> float:
-        return float(self.eigenvalues[1]) if self.n > 1 else 0.0
+        return self._extremes[0]
 
     @property
     def lambda_min(self) -> float:
-        return float(self.eigenvalues[-1]) if self.n > 1 else 1.0
+        return self._extremes[1]
 
-    @functools.cached_property
+    @property
     def lam(self) -> float:
-        """``||W − J||_2`` (the second largest eigenvalue modulus)."""
-        J = np.full_like(self.W, 1.0 / self.n)
-        return float(np.max(np.abs(np.linalg.eigvalsh(self.W - J))))
+        """``||W − J||_2 = max(|λ_2|, |λ_n|)`` (the second largest eigenvalue modulus)."""
+        if self.n == 1:
+            return 0.0
+        return float(max(abs(self.lambda_2), abs(self.lambda_min)))
 
     @property
     def spectral_gap(self) -> float:
@@ -97,8 +152,8 @@ class Topology:
 
     @property
     def beta(self) -> float:
-        """``||I − W||_2``."""
-        return float(np.max(np.abs(1.0 - self.eigenvalues)))
+        """``||I − W||_2 = 1 − λ_min`` (W's eigenvalues lie in [−1, 1])."""
+        return 1.0 - self.lambda_min
 
     @property
     def p(self) -> float:
@@ -109,23 +164,15 @@ class Topology:
     def time_varying(self) -> bool:
         return False
 
-    # -- what the compiled program needs ------------------------------------------------------
-    @property
-    def weights_fn(self):
-        """Jittable ``(weights_args, tau) -> W_tau`` ([n, n] float32), tau the int32 round index.
-        A module-level function (part of the compiled program's cache key)."""
-        return static_weights
-
-    def weights_args(self) -> dict:
-        """The arrays ``weights_fn`` reads (passed to the program as arguments, not constants)."""
-        return {"W": np.asarray(self.W, np.float32)}
-
     def W_at(self, tau: int) -> np.ndarray:
         """The mixing matrix of round ``tau`` (host-side, for inspection and tests)."""
         import jax.numpy as jnp
 
-        args = {k: jnp.asarray(v) for k, v in self.weights_args().items()}
-        return np.asarray(self.weights_fn(args, jnp.asarray(tau, jnp.int32)), dtype=np.float64)
+        from .gossip import plan
+
+        p = plan(self, "dense")
+        args = {k: jnp.asarray(v) for k, v in p.args.items()}
+        return np.asarray(p.build(args, jnp.asarray(tau, jnp.int32)), dtype=np.float64)
 
     def summary(self) -> dict:
         """Plain dict of the facts ``decsim topology`` prints."""
@@ -153,45 +200,88 @@ class Topology:
 # validation and weights
 
 
-def validate_matrix(W, *, what: str = "W") -> np.ndarray:
-    """Check that ``W`` is a valid mixing matrix; return it as float64 numpy.
+def _circulant_rebuild(first: np.ndarray, n: int):
+    """The sparse circulant matrix whose worker-0 row on the grid is ``first`` ([rows, cols])."""
+    rows, cols = first.shape
+    r, c = np.nonzero(first)
+    i = np.arange(n)
+    ir, ic = i // cols, i % cols
+    data, ii, jj = [], [], []
+    for dr, dc in zip(r, c):
+        data.append(np.full(n, first[dr, dc]))
+        ii.append(i)
+        jj.append(((ir + dr) % rows) * cols + (ic + dc) % cols)
+    if not data:
+        return sp.csr_matrix((n, n))
+    return sp.csr_matrix((np.concatenate(data), (np.concatenate(ii), np.concatenate(jj))), shape=(n, n))
+
+
+def validate_matrix(W, *, what: str = "W"):
+    """Check that ``W`` (dense or scipy sparse) is a valid mixing matrix; return it as scipy CSR
+    float64.
 
     Raises:
       ValueError: naming the defect (not square, not symmetric, negative entries, rows not summing
-        to 1, disconnected) and how to fix it.
+        to 1, disconnected, periodic) and how to fix it.
     """
-    W = np.asarray(W, dtype=np.float64)
+    if sp.issparse(W):
+        W = sp.csr_matrix(W, dtype=np.float64)
+    else:
+        dense = np.asarray(W, dtype=np.float64)
+        if dense.ndim != 2 or dense.shape[0] != dense.shape[1]:
+            raise ValueError(f"{what} must be a square [n, n] matrix; got shape {dense.shape}. "
+                             "Pass one row and one column per worker.")
+        if not np.all(np.isfinite(dense)):
+            raise ValueError(f"{what} has non-finite entries; every weight must be a finite number.")
+        W = sp.csr_matrix(dense)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"{what} must be a square [n, n] matrix; got shape {W.shape}. "
                          "Pass one row and one column per worker.")
-    if W.shape[0] < 1:
+    n = W.shape[0]
+    if n < 1:
         raise ValueError(f"{what} must have at least one worker; got shape {W.shape}.")
-    if not np.all(np.isfinite(W)):
+    if not np.all(np.isfinite(W.data)):
         raise ValueError(f"{what} has non-finite entries; every weight must be a finite number.")
-    asym = float(np.max(np.abs(W - W.T)))
+    asym = float(abs(W - W.T).max()) if W.nnz else 0.0
     if asym > _ROW_SUM_TOL:
         raise ValueError(f"{what} is not symmetric (max |W - W^T| = {asym:.3g}); decsim needs a "
                          "symmetric W. Symmetrize it, e.g. with Metropolis weights "
                          "(ds.topology.from_networkx(G, weights='metropolis')).")
-    if float(W.min()) < -_NEG_TOL:
-        i, j = np.unravel_index(np.argmin(W), W.shape)
-        raise ValueError(f"{what} has a negative entry W[{i}, {j}] = {W[i, j]:.3g}; weights must be "
-                         "nonnegative. Use a weight rule such as 'metropolis' or 'lazy'.")
-    W = np.where(W < 0.0, 0.0, W) if W.min() < 0.0 else W
-    rows = W.sum(axis=1)
+    if W.nnz and float(W.data.min()) < -_NEG_TOL:
+        coo = W.tocoo()
+        k = int(np.argmin(coo.data))
+        raise ValueError(f"{what} has a negative entry W[{coo.row[k]}, {coo.col[k]}] = {coo.data[k]:.3g}; "
+                         "weights must be nonnegative. Use a weight rule such as 'metropolis' or 'lazy'.")
+    if W.nnz and W.data.min() < 0.0:
+        W.data[W.data < 0.0] = 0.0
+    W.eliminate_zeros()
+    rows = np.asarray(W.sum(axis=1)).ravel()
     bad = int(np.argmax(np.abs(rows - 1.0)))
     if abs(rows[bad] - 1.0) > _ROW_SUM_TOL:
         raise ValueError(f"the rows of {what} must sum to 1 (tolerance {_ROW_SUM_TOL:g}); row {bad} "
                          f"sums to {rows[bad]:.6g}. Put the remainder on the diagonal, or normalize "
                          "the rows.")
-    n = W.shape[0]
     if n > 1:
-        J = np.full_like(W, 1.0 / n)
-        lam = float(np.max(np.abs(np.linalg.eigvalsh(W - J))))
-        if 1.0 - lam <= _GAP_TOL:
-            raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = {1.0 - lam:.3g} "
-                             "(<= 1e-12). The graph is disconnected (or W has an eigenvalue at -1, "
-                             "a periodic chain). Connect the graph, or use weights='lazy'.")
+        from scipy.sparse.csgraph import connected_components
+
+        n_comp, labels = connected_components(W, directed=False)
+        if n_comp > 1:
+            raise ValueError(f"{what} does not mix: the graph of its nonzero entries is disconnected "
+                             f"({n_comp} components), so the spectral gap is 0. Connect the graph.")
+        # Periodic chain (an eigenvalue at -1): a bipartite graph with an all-zero diagonal.
+        if not np.any(W.diagonal() > 0):
+            G = nx.from_scipy_sparse_array(W)
+            if nx.is_bipartite(G):
+                raise ValueError(f"{what} does not mix: it has an eigenvalue at -1 (a periodic chain: "
+                                 "bipartite graph, zero diagonal), so the spectral gap is 0. Put weight "
+                                 "on the diagonal, e.g. weights='lazy'.")
+        if n <= _DENSE_SPECTRUM_MAX_N:
+            dense = W.toarray()
+            J = np.full_like(dense, 1.0 / n)
+            lam = float(np.max(np.abs(np.linalg.eigvalsh(dense - J))))
+            if 1.0 - lam <= _GAP_TOL:
+                raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = {1.0 - lam:.3g} "
+                                 "(<= 1e-12). Connect the graph, or use weights='lazy'.")
     return W
 
 
@@ -200,8 +290,9 @@ def _check_weights(weights: str) -> None:
         raise ValueError(f"weights={weights!r} is not a weight rule; choose one of {WEIGHT_RULES}.")
 
 
-def weight_matrix(G: nx.Graph, weights: str = "metropolis") -> np.ndarray:
-    """Mixing matrix of graph ``G`` (nodes ``0..n-1``) under a weight rule.
+def weight_matrix(G: nx.Graph, weights: str = "metropolis", *, sparse: bool = False):
+    """Mixing matrix of graph ``G`` (nodes ``0..n-1``) under a weight rule: dense numpy, or scipy
+    CSR with ``sparse=True`` (O(edges) memory).
 
     * ``"metropolis"``: ``w_ij = 1 / (1 + max(deg_i, deg_j))`` on each edge, diagonal = remainder.
     * ``"uniform"``: ``w_ij = 1 / (1 + max_degree)`` on each edge, diagonal = remainder.
@@ -209,20 +300,19 @@ def weight_matrix(G: nx.Graph, weights: str = "metropolis") -> np.ndarray:
     """
     _check_weights(weights)
     n = G.number_of_nodes()
-    deg = np.zeros(n, dtype=np.int64)
-    edges = [(u, v) for u, v in G.edges() if u != v]
-    for u, v in edges:
-        deg[u] += 1
-        deg[v] += 1
-    W = np.zeros((n, n), dtype=np.float64)
-    max_deg = int(deg.max()) if n else 0
-    for u, v in edges:
-        w = 1.0 / (1.0 + max_deg) if weights == "uniform" else 1.0 / (1.0 + max(deg[u], deg[v]))
-        W[u, v] = W[v, u] = w
-    W[np.diag_indices(n)] = 1.0 - W.sum(axis=1)
+    edges = np.array([(u, v) for u, v in G.edges() if u != v], dtype=np.int64).reshape(-1, 2)
+    deg = np.bincount(edges.ravel(), minlength=n) if edges.size else np.zeros(n, np.int64)
+    u, v = edges[:, 0], edges[:, 1]
+    if weights == "uniform":
+        w = np.full(len(u), 1.0 / (1.0 + (deg.max() if n else 0)))
+    else:
+        w = 1.0 / (1.0 + np.maximum(deg[u], deg[v]))
+    off = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([u, v]), np.concatenate([v, u]))),
+                        shape=(n, n)).tocsr()
+    W = (off + sp.diags(1.0 - np.asarray(off.sum(axis=1)).ravel())).tocsr()
     if weights == "lazy":
-        W = 0.5 * (np.eye(n) + W)
-    return W
+        W = (0.5 * (sp.identity(n, format="csr") + W)).tocsr()
+    return W if sparse else W.toarray()
 
 
 def _check_int(name: str, value, minimum: int = 1) -> int:
@@ -243,10 +333,9 @@ def _from_graph(G: nx.Graph, name: str, weights: str) -> Topology:
         raise ValueError(f"graph {name} is disconnected ({comps} components); gossip cannot reach "
                          "consensus. Add edges (e.g. a ring through all nodes) or pick a connected "
                          "generator.")
-    W = validate_matrix(weight_matrix(G, weights), what=f"W of {name}")
-    W.setflags(write=False)
+    W = validate_matrix(weight_matrix(G, weights, sparse=True), what=f"W of {name}")
     suffix = "" if weights == "metropolis" else f", {weights}"
-    return Topology(W=W, name=f"{name}{suffix}", graph=G)
+    return Topology(matrix=W, name=f"{name}{suffix}", graph=G)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +360,7 @@ def torus(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
             for v in (((i + 1) % rows) * cols + j, i * cols + (j + 1) % cols):
                 if v != u:
                     G.add_edge(u, v)
-    return _from_graph(G, f"torus({rows}x{cols})", weights)
+    return dataclasses.replace(_from_graph(G, f"torus({rows}x{cols})", weights), grid=(rows, cols))
 
 
 def grid(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
@@ -371,9 +460,8 @@ def from_networkx(G: nx.Graph, *, weights: str = "metropolis", name: Optional[st
 def from_matrix(W, *, name: Optional[str] = None) -> Topology:
     """Topology of an explicit mixing matrix (validated: square, symmetric, nonnegative, rows sum
     to 1, connected)."""
-    W = validate_matrix(W).copy()
-    W.setflags(write=False)
-    return Topology(W=W, name=name or f"matrix({W.shape[0]})")
+    W = validate_matrix(W)
+    return Topology(matrix=W, name=name or f"matrix({W.shape[0]})")
 
 
 def torus_shape(n: int) -> tuple:
@@ -416,56 +504,52 @@ def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis", **
 
 
 # ---------------------------------------------------------------------------------------------
-# time-varying topologies: W_t is computed inside the compiled loop from a few arrays
+# time-varying topologies: the neighbour lists of W_t are generated inside the compiled loop
 
 
-def static_weights(args, tau):
-    """The same W at every round."""
-    del tau
-    return args["W"]
-
-
-def one_peer_weights(args, tau):
-    """One-peer exponential graph: at round tau every worker i averages with
-    ``(i + 2^(tau mod K)) mod n`` with weights 1/2 (``args["shifts"]`` holds the K permutations)."""
+def _one_peer_lists(args, tau):
+    """One-peer exponential graph: at round tau worker i averages with ``(i + 2^(tau mod K)) mod n``
+    with weights 1/2 (``args["perms"][k, i] = (i + 2^k) mod n``)."""
     import jax.numpy as jnp
 
-    perms = args["perms"]  # int32 [K, n]: perms[k, i] = (i + 2^k) mod n
+    perms = args["perms"]
     partner = perms[tau % perms.shape[0]]
-    n = partner.shape[0]
-    eye = jnp.eye(n, dtype=jnp.float32)
-    return 0.5 * eye + 0.5 * eye[partner]
+    idx = jnp.stack([jnp.arange(partner.shape[0], dtype=jnp.int32), partner], axis=1)
+    return idx, jnp.full(idx.shape, 0.5, jnp.float32)
 
 
-def random_matching_weights(args, tau):
-    """Random matching: a fresh uniformly random permutation pairs workers (2i, 2i+1) of it; pairs
-    average with weights 1/2 (with n odd, one worker per round keeps its value)."""
+def _matching_lists(args, tau):
+    """Random matching: a fresh uniformly random permutation pairs positions (2i, 2i+1) of it;
+    pairs average with weights 1/2 (with n odd, one worker per round keeps its value)."""
     import jax
     import jax.numpy as jnp
 
-    n = args["eye"].shape[0]
-    perm = jax.random.permutation(jax.random.fold_in(args["key"], tau), n)
+    n = args["self"].shape[0]
+    perm = jax.random.permutation(jax.random.fold_in(args["key"], tau), n).astype(jnp.int32)
     m = n - n % 2
-    partner_of_perm = jnp.arange(n).at[:m].set(jnp.arange(m).reshape(-1, 2)[:, ::-1].reshape(-1))
-    partner = jnp.zeros(n, jnp.int32).at[perm].set(perm[partner_of_perm].astype(jnp.int32))
-    eye = args["eye"]
-    return 0.5 * eye + 0.5 * eye[partner]
+    mate = jnp.arange(n, dtype=jnp.int32).at[:m].set(
+        jnp.arange(m, dtype=jnp.int32).reshape(-1, 2)[:, ::-1].reshape(-1))
+    partner = jnp.zeros(n, jnp.int32).at[perm].set(perm[mate])
+    idx = jnp.stack([args["self"], partner], axis=1)
+    return idx, jnp.full(idx.shape, 0.5, jnp.float32)
 
 
-def link_failure_weights(args, tau):
-    """Each edge of the base W is dropped independently with probability p_drop at every round;
-    a dropped edge's weight goes back to both endpoints' diagonal, so W_t stays symmetric and
-    doubly stochastic."""
+def _link_failure_lists(args, tau):
+    """Each edge of the base W fails independently with probability p_drop at every round; both
+    endpoints draw the same number for an edge (keyed by the edge), and a failed edge's weight
+    goes back to the diagonal, so W_t stays symmetric and doubly stochastic."""
     import jax
     import jax.numpy as jnp
 
-    W = args["W"]
-    n = W.shape[0]
-    u = jax.random.uniform(jax.random.fold_in(args["key"], tau), (n, n))
-    upper = jnp.triu(u, k=1)
-    keep = (upper + upper.T) >= args["p_drop"]
-    off = jnp.where(keep & ~jnp.eye(n, dtype=bool), W, jnp.zeros_like(W))
-    return off + jnp.diag(1.0 - jnp.sum(off, axis=1))
+    idx, w = args["idx"], args["w"]
+    n = idx.shape[0]
+    me = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], idx.shape)
+    edge = jnp.minimum(me, idx) * n + jnp.maximum(me, idx)
+    key = jax.random.fold_in(args["key"], tau)
+    u = jax.vmap(jax.vmap(lambda e: jax.random.uniform(jax.random.fold_in(key, e))))(edge)
+    off = jnp.where((u >= args["p_drop"]) & (idx != me), w, jnp.zeros_like(w))
+    w_t = off.at[:, 0].set(1.0 - jnp.sum(off, axis=1))  # column 0 is the worker itself
+    return idx, w_t
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -484,17 +568,15 @@ class TimeVaryingTopology(Topology):
     def time_varying(self) -> bool:
         return True
 
-    @property
-    def weights_fn(self):
-        return {"one_peer_exponential": one_peer_weights, "random_matching": random_matching_weights,
-                "link_failures": link_failure_weights}[self.kind]
-
-    def weights_args(self) -> dict:
-        return dict(self.args)
+    def sparse_builder(self):
+        """``(build, args)``: jittable ``build(args, tau) -> (idx [n, K], w [n, K])``."""
+        build = {"one_peer_exponential": _one_peer_lists, "random_matching": _matching_lists,
+                 "link_failures": _link_failure_lists}[self.kind]
+        return build, dict(self.args)
 
 
 def _key_data(seed: int) -> np.ndarray:
-    """A raw uint32[2] PRNG key from an integer seed, without importing jax here."""
+    """A raw uint32[2] PRNG key from an integer seed."""
     import jax
 
     return np.asarray(jax.random.PRNGKey(int(seed)))
@@ -509,7 +591,7 @@ def one_peer_exponential(n: int) -> TimeVaryingTopology:
     base = exponential(n)
     K = max(1, math.ceil(math.log2(n))) if n > 1 else 1
     perms = np.stack([(np.arange(n) + (1 << k)) % n for k in range(K)]).astype(np.int32)
-    return TimeVaryingTopology(W=base.W, name=f"one_peer_exponential({n})", graph=base.graph,
+    return TimeVaryingTopology(matrix=base.matrix, name=f"one_peer_exponential({n})", graph=base.graph,
                                kind="one_peer_exponential", args={"perms": perms})
 
 
@@ -520,24 +602,27 @@ def random_matching(n: int, *, seed: int = 0) -> TimeVaryingTopology:
     if n < 2:
         raise ValueError(f"random_matching needs n >= 2 workers to pair; got n={n}.")
     base = complete(n)
-    return TimeVaryingTopology(W=base.W, name=f"random_matching({n}, seed={seed})", graph=base.graph,
+    return TimeVaryingTopology(matrix=base.matrix, name=f"random_matching({n}, seed={seed})", graph=base.graph,
                                kind="random_matching",
-                               args={"eye": np.eye(n, dtype=np.float32), "key": _key_data(seed)})
+                               args={"self": np.arange(n, dtype=np.int32), "key": _key_data(seed)})
 
 
 def with_link_failures(topology: Topology, p_drop: float, *, seed: int = 0) -> TimeVaryingTopology:
     """``topology`` whose edges each fail independently with probability ``p_drop`` at every round;
     a failed edge's weight returns to the diagonal, so W_t stays symmetric and doubly stochastic.
     The base graph (spectra) is ``topology``."""
+    from .gossip import neighbour_lists
+
     if not isinstance(topology, Topology) or topology.time_varying:
         raise ValueError("with_link_failures needs a static Topology (e.g. ds.topology.ring(8)); got "
                          f"{topology!r}.")
     if not 0.0 <= float(p_drop) < 1.0:
         raise ValueError(f"p_drop must be in [0, 1); got p_drop={p_drop!r}.")
-    return TimeVaryingTopology(W=topology.W, name=f"{topology.name} with p_drop={p_drop:g}",
+    idx, w = neighbour_lists(topology.matrix)
+    return TimeVaryingTopology(matrix=topology.matrix, name=f"{topology.name} with p_drop={p_drop:g}",
                                graph=topology.graph, kind="link_failures",
-                               args={"W": np.asarray(topology.W, np.float32),
-                                     "p_drop": np.float32(p_drop), "key": _key_data(seed)})
+                               args={"idx": idx, "w": w, "p_drop": np.float32(p_drop),
+                                     "key": _key_data(seed)})
 
 
 TIME_VARYING = ("one_peer_exponential", "random_matching", "with_link_failures")
