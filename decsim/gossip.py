@@ -11,7 +11,8 @@ same result (to float round-off):
   at every worker) ``W X = Σ_s c_s roll(X, −s)``, O(n K d) with no index arrays at all.
 
 :func:`plan` picks a path for a topology (``"auto"``: dense for n <= 32 or dense graphs, roll for
-circulant graphs, sparse otherwise). The arrays a path needs (W, neighbour lists, offset weights, or
+circulant graphs with at most 5 offsets (ring, torus), sparse otherwise: measured in
+``benchmarks/gossip.py``, the fused gathers beat one materialized roll per offset beyond that). The arrays a path needs (W, neighbour lists, offset weights, or
 what a time-varying topology generates W_t from) enter the compiled program as arguments, never as
 baked-in constants, so topologies with the same structure share one program. Dense matmuls run at
 ``Precision.HIGHEST`` so that GPU TF32 defaults cannot change results.
@@ -30,6 +31,7 @@ import scipy.sparse as sp
 PATHS = ("auto", "dense", "sparse", "roll")
 _DENSE_MAX_N = 32  # "auto" keeps the dense matmul up to this many workers
 _DENSE_MIN_FILL = 0.25  # ... or when at least this fraction of W is nonzero
+_ROLL_MAX_SHIFTS = 5  # "auto" uses rolls for circulant graphs with at most this many offsets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,28 +47,54 @@ def mix(W, X):
     return jax.tree.map(one, X)
 
 
+_UNROLL_MAX_K = 32  # up to this many neighbours the sparse product is unrolled (fused by XLA)
+
+
 def mix_sparse(idx, w, X):
-    """``(W X)_i = Σ_k w[i, k] X[idx[i, k]]`` (idx int32 ``[n, K]``, w ``[n, K]``)."""
+    """``(W X)_i = Σ_k w[i, k] X[idx[i, k]]`` (idx int32 ``[n, K]``, w ``[n, K]``).
+
+    One gather of n rows per neighbour slot, accumulated: O(n d) live memory whatever K is (a
+    single ``X[idx]`` gather would materialize ``[n, K, d]``)."""
+    K = idx.shape[1]
 
     def one(a):
-        gathered = a[idx]  # [n, K, ...]
-        weights = w.astype(a.dtype).reshape(w.shape + (1,) * (a.ndim - 1))
-        return jnp.sum(weights * gathered, axis=1)
+        shape = (a.shape[0],) + (1,) * (a.ndim - 1)
+        wk = w.astype(a.dtype)
+
+        def term(k):
+            return wk[:, k].reshape(shape) * jnp.take(a, idx[:, k], axis=0)
+
+        if K <= _UNROLL_MAX_K:
+            out = term(0)
+            for k in range(1, K):
+                out = out + term(k)
+            return out
+        return jax.lax.fori_loop(1, K, lambda k, acc: acc + term(k), term(0))
 
     return jax.tree.map(one, X)
 
 
 def mix_roll(grid: tuple, shifts: tuple, c, X):
     """Circulant product on a ``grid = (rows, cols)`` arrangement of the workers:
-    ``W X = Σ_s c[s] roll(X, −shift_s)`` with static 2-D shifts."""
+    ``W X = Σ_s c[s] roll(X, −shift_s)`` with static 2-D shifts. A row shift is a roll of the
+    flat worker axis by ``dr · cols``; only column shifts need the 2-D view."""
+    rows, cols = grid
+
+    def shifted(a, dr, dc):
+        if dc % cols:
+            g = a.reshape((rows, cols) + a.shape[1:])
+            g = jnp.roll(g, -dc, axis=1)
+            a = g.reshape(a.shape)
+        if (dr * cols) % a.shape[0]:
+            a = jnp.roll(a, -dr * cols, axis=0)
+        return a
 
     def one(a):
-        g = a.reshape(grid + a.shape[1:])
         out = None
         for s, (dr, dc) in enumerate(shifts):
-            term = c[s].astype(a.dtype) * jnp.roll(g, (-dr, -dc), axis=(0, 1))
+            term = c[s].astype(a.dtype) * shifted(a, dr, dc)
             out = term if out is None else out + term
-        return out.reshape(a.shape)
+        return out
 
     return jax.tree.map(one, X)
 
@@ -270,7 +298,10 @@ def plan(topology, path: str = "auto") -> GossipPlan:
         if n <= _DENSE_MAX_N or fill >= _DENSE_MIN_FILL:
             path = "dense"
         else:
-            path = "roll" if _circulant(topology) is not None else "sparse"
+            circ = _circulant(topology)
+            # Rolls materialize one shifted copy per offset while the gathers fuse into one pass,
+            # so rolls win only for a handful of offsets (ring, torus); see benchmarks/gossip.py.
+            path = "roll" if circ is not None and len(circ[0]) <= _ROLL_MAX_SHIFTS else "sparse"
     if path == "dense":
         return GossipPlan("dense", _build_dense, {"W": np.asarray(topology.W, np.float32)})
     if path == "sparse":

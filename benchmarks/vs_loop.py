@@ -1,0 +1,134 @@
+"""decsim against the common research-code pattern: one PyTorch module per simulated worker and a
+Python loop over workers. Same MLP (64-32-10, tanh), same digits data split iid, batch 16 per
+worker, D-SGD (adapt-then-combine: local SGD step, then averaging with ring neighbours, Metropolis
+weights 1/3), same machine, one process.
+
+Prints steady-state worker-steps per second for both (compilation and warm-up excluded; decsim's
+compile time is reported separately) and the ratio. PyTorch is an optional benchmark dependency
+(`pip install torch`), never a dependency of decsim.
+
+    python benchmarks/vs_loop.py [--ns 8,64,256] [--seconds 2]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+import decsim as ds
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, python {platform.python_version()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-worker loop (PyTorch)
+
+
+def torch_loop(prob, topo, lr: float, batch: int):
+    """Build the loop baseline; returns ``step()`` running one D-SGD step for all workers."""
+    import torch
+
+    torch.manual_seed(0)
+    n = prob.n_workers
+    xs = torch.as_tensor(prob.data["x"])
+    ys = torch.as_tensor(prob.data["y"]).long()
+    counts = prob.counts
+    layers = prob.params0  # [{"w": [n, 64, 32], "b": ...}, {...}]
+    models = []
+    for i in range(n):
+        m = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
+        with torch.no_grad():
+            for lin, layer in zip((m[0], m[2]), layers):
+                lin.weight.copy_(torch.as_tensor(layer["w"][i]).T)
+                lin.bias.copy_(torch.as_tensor(layer["b"][i]))
+        models.append(m)
+    opts = [torch.optim.SGD(m.parameters(), lr=lr) for m in models]
+    loss_fn = torch.nn.CrossEntropyLoss()
+    W = topo.W
+    neighbours = [[(j, float(W[i, j])) for j in np.flatnonzero(W[i])] for i in range(n)]
+    rng = np.random.default_rng(0)
+
+    def step():
+        for i in range(n):  # local SGD step on each worker's own minibatch
+            idx = torch.as_tensor(rng.integers(0, counts[i], batch))
+            loss = loss_fn(models[i](xs[i, idx]), ys[i, idx])
+            opts[i].zero_grad()
+            loss.backward()
+            opts[i].step()
+        with torch.no_grad():  # gossip: x_i <- sum_j W_ij x_j
+            params = [[p.detach().clone() for p in m.parameters()] for m in models]
+            for i in range(n):
+                for k, p in enumerate(models[i].parameters()):
+                    p.copy_(sum(w * params[j][k] for j, w in neighbours[i]))
+
+    return step
+
+
+def time_loop(step, min_seconds: float) -> float:
+    step()  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds or done < 3:
+        step()
+        done += 1
+    return (time.perf_counter() - start) / done
+
+
+# ---------------------------------------------------------------------------------------------
+# decsim
+
+
+def time_decsim(prob, topo, lr: float, min_seconds: float):
+    algo = ds.algorithms.dsgd(lr)
+    steps = 200
+    first = ds.run(algo, prob, topo, steps=steps, eval_every=steps, progress=False)
+    compile_s = first.compile_seconds
+    while True:  # grow the run until it lasts long enough to time
+        h = ds.run(algo, prob, topo, steps=steps, eval_every=steps, progress=False)
+        if h.compile_seconds > 0:
+            compile_s += h.compile_seconds
+            continue
+        if h.run_seconds >= min_seconds:
+            return h.run_seconds / steps, compile_s, h.config["gossip"]
+        steps = int(steps * max(2.0, 1.2 * min_seconds / max(h.run_seconds, 1e-3)))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--ns", default="8,64,256")
+    p.add_argument("--seconds", type=float, default=2.0, help="minimum timed duration per side")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch intra-op threads (1 is fastest for these tiny per-worker ops)")
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+
+    lr, batch = 0.1, 16
+    print(f"# decsim vs a per-worker PyTorch loop, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# {machine()}; jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads)")
+    print("# D-SGD on MLP 64-32-10 (tanh), digits iid, batch 16 per worker, ring, lr 0.1")
+    print(f"{'n':>5} {'loop w-steps/s':>15} {'decsim w-steps/s':>17} {'ratio':>7} {'decsim compile s':>17} {'gossip':>7}")
+    for n in [int(v) for v in args.ns.split(",")]:
+        prob = ds.problems.mlp(n, "digits", hidden=(32,), batch_size=batch, seed=0)
+        topo = ds.topology.ring(n)
+        loop_s = time_loop(torch_loop(prob, topo, lr, batch), args.seconds)
+        dec_s, compile_s, path = time_decsim(prob, topo, lr, args.seconds)
+        print(f"{n:5d} {n / loop_s:15,.0f} {n / dec_s:17,.0f} {loop_s / dec_s:7.1f} {compile_s:17.2f} {path:>7}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
