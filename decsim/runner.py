@@ -42,6 +42,27 @@ def trace_count(kind: Optional[str] = None) -> int:
     return sum(TRACE_COUNTS.values()) if kind is None else TRACE_COUNTS[kind]
 
 
+def enable_compilation_cache(path: Optional[str] = None) -> str:
+    """Keep compiled programs on disk (JAX's persistent compilation cache), so a new process — a
+    notebook kernel restart, the next job of a sweep — skips compilation of programs it has seen.
+
+    Args:
+      path: the cache folder (default: ``$DECSIM_CACHE_DIR`` or ``~/.cache/decsim/xla``).
+
+    Returns:
+      The folder used. Setting ``DECSIM_CACHE_DIR`` in the environment enables it at import.
+    """
+    import os
+
+    path = path or os.environ.get("DECSIM_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "decsim", "xla")
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
+
+
 def clear_cache() -> None:
     """Forget every compiled program (the next run traces and compiles again)."""
     _PROGRAMS.clear()
@@ -544,3 +565,7 @@ def _plain(value):
     if callable(value):
         return getattr(value, "__name__", type(value).__name__)
     return getattr(value, "name", None) or type(value).__name__
+
+
+if __import__("os").environ.get("DECSIM_CACHE_DIR"):
+    enable_compilation_cache()

@@ -183,3 +183,22 @@ def test_default_eval_every_and_zero_steps(quad, ring):
     assert len(hist.steps) >= 50 and hist.steps[-1] == 1000
     hist = ds.run(ds.algorithms.dsgd(0.1), quad, ring, steps=0)
     np.testing.assert_array_equal(hist.steps, [0])
+
+
+@pytest.mark.slow
+def test_persistent_compilation_cache(tmp_path):
+    """A second process finds the first one's compiled programs on disk."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import decsim as ds; p = ds.problems.mlp(4, hidden=(16,)); "
+            "h = ds.run(ds.algorithms.dsgd(0.1), p, ds.topology.ring(4), steps=20, eval_every=10); "
+            "print(h.compile_seconds)")
+    env = dict(os.environ, DECSIM_CACHE_DIR=str(tmp_path / "xla"))
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert any((tmp_path / "xla").iterdir())
+    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert float(second.stdout.split()[-1]) < float(first.stdout.split()[-1])
