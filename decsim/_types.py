@@ -45,6 +45,8 @@ class Compressor(NamedTuple):
       name: e.g. ``"top_k(0.01)"``.
       unbiased: ``E C(x) = x``.
       deterministic: ``compress`` ignores its key.
+      encode: optional ``(key, x) -> (x_hat, bits)`` for compressors whose payload is only known
+        while compressing (entropy-coded messages); ``compress_stacked`` prefers it.
     """
 
     compress: Callable
@@ -53,6 +55,7 @@ class Compressor(NamedTuple):
     name: str
     unbiased: bool = False
     deterministic: bool = False
+    encode: Optional[Callable] = None
 
 
 class Algorithm(NamedTuple):

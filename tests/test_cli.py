@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import decsim as ds
@@ -26,42 +27,140 @@ def test_topology_command_errors_are_clean(capsys):
 
 
 def test_speedup_study_small(tmp_path):
-    res = ds.sweep.speedup_study(out_dir=str(tmp_path), progress=False, ns=(1, 2, 4),
-                                 topologies=("ring", "complete"), steps=400, eval_every=10,
-                                 seeds=(0, 1))
+    res = ds.speedup_study(out_dir=str(tmp_path), progress=False, ns=(1, 2, 4),
+                           topologies=("ring", "complete"), steps=400, eval_every=10, seeds=(0, 1))
     t = res.table
     assert len(t) == 6
-    assert set(t["topology"]) == {"ring", "complete"}
+    assert set(t["topology"]) == {"ring", "complete"} and set(t["algorithm"]) == {"dsgd"}
     one = t[t["n"] == 1]
-    assert np.all(one["speedup"] == 1.0)
+    assert np.all(one["speedup"] == 1.0) and np.all(one["transient_steps"] == 0)
     # more workers reach the single worker's final error sooner
     four = t[t["n"] == 4]
     assert np.all(four["speedup"] > 1.5)
     np.testing.assert_allclose(t["efficiency"], t["speedup"] / t["n"])
-    for name in ("speedup.csv", "speedup.json", "convergence.png", "speedup.png"):
+    assert np.all(t["rate_ci_low"] <= t["rate_exponent"]) and np.all(t["rate_exponent"] <= t["rate_ci_high"])
+    assert np.all(np.isfinite(t["rate_exponent"]))
+    # the complete graph is exact averaging: no transient against centralized SGD
+    assert np.all(t[t["topology"] == "complete"]["transient_steps"] == 0)
+    assert sorted(res.reference) == [2, 4]
+    for name in ("speedup.csv", "speedup.json", "convergence.png", "speedup.png", "error_vs_nt.png",
+                 "topologies.png"):
         assert os.path.getsize(tmp_path / name) > 0
     meta = json.loads((tmp_path / "speedup.json").read_text())
     assert meta["target"] == pytest.approx(res.target)
     assert not t["diverged"].any()
+    # the runs are a sweep store that the same study finds finished (and resumes)
+    base, grid, keys = ds.sweep.speedup_plan(ns=(1, 2, 4), topologies=("ring", "complete"), steps=400,
+                                             eval_every=10, seeds=(0, 1))
+    report = ds.sweep(base, grid, str(tmp_path / "runs"), progress=False)
+    assert report.ran == 0 and report.skipped == report.total == res.config["runs_computed"]
+    assert len(set(keys.values())) == report.total // 2  # groups of two seeds
+    frame = ds.load_results(str(tmp_path / "runs"), final=True)
+    assert frame["run"].nunique() == report.total
 
 
 def test_speedup_command(tmp_path, capsys):
+    # same steps and seeds as test_speedup_study_small, so D-SGD's compiled programs are reused
     code = cli.main(["speedup", "--out", str(tmp_path / "out"), "--ns", "1,2", "--topologies", "ring",
-                     "--steps", "200", "--eval-every", "10", "--seeds", "1", "--quiet"])
+                     "--steps", "400", "--eval-every", "10", "--seeds", "2", "--quiet",
+                     "--algorithms", "dsgd,gradient_tracking"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "steps_to_target" in out and "efficiency" in out
+    for part in ("steps_to_target", "efficiency", "exponent [95% CI]", "transient_steps", "runs computed",
+                 "dsgd, gradient_tracking on logistic regression"):
+        assert part in out, part
+    table = pd.read_csv(tmp_path / "out" / "speedup.csv")
+    assert list(table["algorithm"]) == ["dsgd", "dsgd", "gradient_tracking", "gradient_tracking"]
+    assert list(table["n"]) == [1, 2, 1, 2]
     assert (tmp_path / "out" / "speedup.png").exists()
 
 
 @pytest.mark.parametrize("argv, match", [
     (["speedup", "--ns", "2,4", "--quiet"], "ns must include 1"),
     (["speedup", "--topologies", "ring,social", "--quiet"], "not usable in the speedup study"),
-    (["speedup", "--algorithm", "adam", "--quiet"], "algorithm='adam' is not available"),
+    (["speedup", "--algorithms", "adam", "--quiet"], "unknown algorithm 'adam'; valid names:"),
+    (["speedup", "--algorithm", "dsgd,gradient_trackng", "--quiet"], "Did you mean 'gradient_tracking'"),
 ])
 def test_speedup_command_validates_before_running(argv, match, capsys):
+    from decsim import runner
+
+    before = runner.trace_count()
     assert cli.main(argv) == 2
     assert match in capsys.readouterr().err
+    assert runner.trace_count() == before
+
+
+RUN_TOML = """
+n_workers = 4
+steps = 20
+eval_every = 10
+seeds = [0, 1]
+topology = "ring"
+
+[algorithm]
+name = "dsgd"
+learning_rate = 0.1
+
+[problem]
+name = "quadratic"
+dim = 3
+noise = 0.1
+"""
+
+SWEEP_TOML = """
+[base]
+n_workers = 4
+steps = 20
+eval_every = 10
+topology = "ring"
+algorithm = { name = "dsgd", learning_rate = 0.1 }
+problem = { name = "quadratic", dim = 3, noise = 0.1 }
+
+[grid]
+seed = [0, 1]
+algorithm.learning_rate = [0.05, 0.1]
+"""
+
+
+def test_run_command(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text(RUN_TOML)
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "store"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "dsgd on quadratic(d=3) over ring(4)" in out and "final metrics" in out
+    frame = ds.load_results(str(tmp_path / "store"), final=True)
+    assert sorted(frame["seed"]) == [0, 1] and (frame["status"] == "ok").all()
+    # the stored run is the one a sweep of the same config would find finished
+    base = ds.config.load(path)
+    assert ds.sweep(base, None, str(tmp_path / "store"), progress=False).skipped == 2
+    path.write_text(RUN_TOML.replace('"dsgd"', '"dsgdd"'))
+    assert cli.main(["run", str(path)]) == 2
+    assert "Did you mean 'dsgd'" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path / "nope.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_sweep_and_plot_commands(tmp_path, capsys):
+    spec = tmp_path / "grid.toml"
+    spec.write_text(SWEEP_TOML)
+    out = str(tmp_path / "res")
+    assert cli.main(["sweep", str(spec), "--out", out, "--quiet", "--shard", "0/2"]) == 0
+    first = capsys.readouterr().out
+    assert "(shard 0/2): 2 runs, 0 already finished, 2 computed" in first
+    assert cli.main(["sweep", str(spec), "--out", out, "--quiet"]) == 0
+    assert "4 runs, 2 already finished, 2 computed (0 diverged)" in capsys.readouterr().out
+    assert cli.main(["plot", out]) == 0
+    printed = capsys.readouterr().out
+    assert "4 runs in" in printed
+    for name in ("convergence.png", "final_vs_algorithm.learning_rate.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    assert cli.main(["sweep", str(spec), "--out", out, "--shard", "2/2"]) == 2
+    assert "0 <= i < k" in capsys.readouterr().err
+    assert cli.main(["plot", str(tmp_path / "empty")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    spec.write_text("[base]\nsteps = 3\n[grd]\nseed = [0]\n")
+    assert cli.main(["sweep", str(spec), "--out", out]) == 2
+    assert "[base] table" in capsys.readouterr().err
 
 
 def test_import_does_not_import_matplotlib():

@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["decsim", "decsim.topology", "decsim.problems", "decsim.runner", "decsim.sweep",
-           "decsim.algorithms.baselines"]
+           "decsim.algorithms.baselines", "decsim.config", "decsim.compression",
+           "decsim.algorithms.choco"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,651 @@
+"""Compression operators with exact bit accounting (ALGORITHMS.md section 2).
+
+A compressor is a :class:`decsim.Compressor`: ``compress(key, x) -> x_hat`` maps ONE worker's ONE
+leaf (any shape) to the value the receiver reconstructs (same shape and dtype), and
+``bits(x_hat)`` is the payload of that message in bits (a float32 scalar). Algorithms apply a
+compressor per worker (``jax.vmap``) and per leaf (layer-wise, as in the Choco deep-learning code)
+through :func:`compress_stacked`, which also derives independent keys per worker and per leaf.
+
+Quality: a (possibly biased) compressor satisfies ``E||C(x) − x||² <= (1 − ω)||x||²`` with
+``ω = compressor.omega(d) ∈ (0, 1]`` for a leaf of size d; unbiased compressors (``E C(x) = x``)
+whose variance exceeds ``||x||²`` claim no such bound (``omega`` returns ``None``).
+
+| factory                          | reconstructs                                   | ω(d)        | bits per leaf              |
+|----------------------------------|------------------------------------------------|-------------|----------------------------|
+| ``identity()``                   | x                                              | 1           | 32 d                       |
+| ``top_k(fraction)``              | the k largest-magnitude entries                | k/d         | k (32 + ceil(log2 d))      |
+| ``rand_k(fraction)``             | k uniformly random entries                     | k/d         | 32 k + 32                  |
+| ``rand_k(fraction, unbiased=True)`` | the same, scaled by d/k                     | None        | 32 k + 32                  |
+| ``qsgd(s)``                      | stochastic s-level quantization, divided by τ  | 1/τ         | d (1 + ceil(log2(s+1))) + 32 |
+| ``qsgd(s, unbiased=True)``       | stochastic s-level quantization                | None        | same                       |
+| ``sign()``                       | (‖x‖₁/d) sign(x)                               | 1/d (worst) | d + 32                     |
+| ``dithered(s)``                  | the unbiased qsgd quantizer (MALCOM-PSGD)      | None        | as qsgd (fixed length)     |
+
+with ``k = max(1, round(fraction · d))`` and ``τ = 1 + min(d/s², √d/s)``.
+
+Factories are memoized: ``top_k(0.01) is top_k(0.01)``, so algorithms built with equal compressors
+have equal structure keys and share one compiled program in the runner.
+
+Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import decsim.compression as C
+    >>> comp = C.top_k(0.25)
+    >>> x = jnp.array([0.1, -3.0, 0.2, 1.0, 0.0, 0.5, -0.4, 2.0])
+    >>> comp.compress(jax.random.PRNGKey(0), x)
+    Array([ 0., -3.,  0.,  0.,  0.,  0.,  0.,  2.], dtype=float32)
+    >>> float(comp.bits(x)), comp.omega(8)     # k = 2 entries of (32 + 3) bits
+    (70.0, 0.25)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._types import Compressor
+
+FLOAT_BITS = 32
+
+__all__ = ["identity", "top_k", "rand_k", "qsgd", "sign", "dithered", "REGISTRY",
+           "compress_stacked", "tune_gamma", "num_kept", "qsgd_tau"]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation (plain Python values only; compressors are structural, never traced)
+
+
+def _check_fraction(fraction) -> float:
+    ok = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
+    if not ok or not (0.0 < float(fraction) <= 1.0):  # also rejects NaN
+        raise ValueError(f"fraction must be a number in (0, 1] (the share of entries kept, e.g. "
+                         f"0.01 for 1%); got fraction={fraction!r}.")
+    return float(fraction)
+
+
+def _check_levels(levels) -> int:
+    integral = isinstance(levels, numbers.Integral) or (
+        isinstance(levels, numbers.Real) and float(levels).is_integer())
+    if isinstance(levels, bool) or not integral or levels < 1:
+        raise ValueError(f"levels must be an integer >= 1 (quantization levels s; b-bit qsgd in "
+                         f"the Choco papers is s = 2**b); got levels={levels!r}.")
+    return int(levels)
+
+
+def num_kept(fraction: float, d: int) -> int:
+    """``k = max(1, round(fraction · d))`` entries kept of a leaf of size d (never more than d).
+
+    ``round`` is Python's (half to even, as numpy's); ``fraction · d`` is first rounded to 9
+    decimals so that e.g. ``0.01 · 2000 = 20.000000000000004`` counts as 20.
+    """
+    return int(min(d, max(1, round(round(fraction * d, 9)))))
+
+
+def _ceil_log2(m: int) -> int:
+    """``ceil(log2 m)`` for an integer m >= 1, exactly (no floating point)."""
+    return int(m - 1).bit_length()
+
+
+def qsgd_tau(d: int, levels: int) -> float:
+    """``τ = 1 + min(d/s², √d/s)``: the variance factor of s-level qsgd on a leaf of size d."""
+    return 1.0 + min(d / levels**2, math.sqrt(d) / levels)
+
+
+def _accumulate(x):
+    """x in at least float32, so norms and sums of bfloat16/float16 leaves are accurate."""
+    return x.astype(jnp.float32) if jnp.dtype(x.dtype).itemsize < 4 else x
+
+
+def _bits(value: float):
+    return jnp.asarray(value, jnp.float32)
+
+
+def _flat_size(x) -> int:
+    return int(math.prod(jnp.shape(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# compressors
+
+
+@functools.lru_cache(maxsize=None)
+def identity() -> Compressor:
+    """No compression: ``C(x) = x``; ω = 1; ``32 d`` bits (dense float32).
+
+    Example:
+      >>> identity().omega(10), float(identity().bits(jnp.zeros(10)))
+      (1.0, 320.0)
+    """
+
+    def compress(key, x):
+        del key
+        return x
+
+    return Compressor(compress=compress, bits=lambda x_hat: _bits(FLOAT_BITS * _flat_size(x_hat)),
+                      omega=lambda d: 1.0, name="identity", unbiased=True, deterministic=True)
+
+
+def top_k(fraction: float) -> Compressor:
+    """Top-k sparsification: keep the ``k = max(1, round(fraction·d))`` entries of largest ``|x_j|``.
+
+    Deterministic and biased; ``||C(x) − x||² <= (1 − k/d)||x||²`` for every x (the dropped
+    entries are the smallest), so ``omega(d) = k/d`` is the guaranteed quality (the actual one is
+    often better). Uses ``jax.lax.top_k`` (a partial selection), not a full sort. Ties are broken
+    towards lower indices (``lax.top_k``'s order).
+
+    Bits: ``k (32 + ceil(log2 d))``: each kept value as float32 plus its position.
+
+    Args:
+      fraction: share of entries kept, in (0, 1].
+
+    Example:
+      >>> comp = top_k(0.01)
+      >>> comp.omega(2000), float(comp.bits(jnp.zeros(2000)))   # k = 20, 20 · (32 + 11)
+      (0.01, 860.0)
+    """
+    return _top_k(_check_fraction(fraction))
+
+
+@functools.lru_cache(maxsize=None)
+def _top_k(fraction: float) -> Compressor:
+    def compress(key, x):
+        del key
+        flat = x.reshape(-1)
+        d = flat.shape[0]
+        k = num_kept(fraction, d)
+        if k >= d:
+            return x
+        _, idx = jax.lax.top_k(jnp.abs(flat), k)
+        return jnp.zeros_like(flat).at[idx].set(flat[idx]).reshape(x.shape)
+
+    def bits(x_hat):
+        d = _flat_size(x_hat)
+        return _bits(num_kept(fraction, d) * (FLOAT_BITS + _ceil_log2(d)))
+
+    return Compressor(compress=compress, bits=bits, omega=lambda d: num_kept(fraction, d) / d,
+                      name=f"top_k({fraction:g})", unbiased=fraction == 1.0, deterministic=True)
+
+
+def rand_k(fraction: float, unbiased: bool = False) -> Compressor:
+    """Random-k sparsification: keep k uniformly random entries (a uniform k-subset).
+
+    ``k = max(1, round(fraction·d))``. Biased version: ``E||C(x) − x||² = (1 − k/d)||x||²``,
+    ``omega(d) = k/d``. With ``unbiased=True`` the kept entries are scaled by ``d/k`` so that
+    ``E C(x) = x``; its error ``E||C(x) − x||² = (d/k − 1)||x||²`` exceeds ``||x||²`` when
+    ``k < d/2``, so it claims no quality (``omega`` returns ``None``).
+
+    Bits: ``32 k + 32``: the kept values; the positions come from a seed shared with the receiver
+    (32 bits).
+
+    Args:
+      fraction: share of entries kept, in (0, 1].
+      unbiased: scale by ``d/k``.
+
+    Example:
+      >>> comp = rand_k(0.01)
+      >>> comp.omega(2000), float(comp.bits(jnp.zeros(2000)))
+      (0.01, 672.0)
+    """
+    if not isinstance(unbiased, bool):
+        raise ValueError(f"unbiased must be True or False; got unbiased={unbiased!r}.")
+    return _rand_k(_check_fraction(fraction), unbiased)
+
+
+def _random_subset(key, d: int, k: int):
+    """Indices of a uniformly random k-subset of ``range(d)``.
+
+    The k largest of d i.i.d. random values form a uniform k-subset (exchangeability). The values
+    are 29 random bits placed in the mantissa and low exponent bits of positive normal float32
+    numbers (float order = integer order, no NaN, inf or denormals), so ``lax.top_k`` runs on
+    floats, its fast path: ~30x faster than ``jax.random.choice(replace=False)`` (a full shuffle)
+    at d = 2000, and ties (broken by index) have probability ~ d/2^29 per call instead of d/2^23
+    with ``jax.random.uniform``.
+    """
+    raw = (jax.random.bits(key, (d,), jnp.uint32) >> 3) + jnp.uint32(1 << 23)
+    _, idx = jax.lax.top_k(jax.lax.bitcast_convert_type(raw, jnp.float32), k)
+    return idx
+
+
+@functools.lru_cache(maxsize=None)
+def _rand_k(fraction: float, unbiased: bool) -> Compressor:
+    def compress(key, x):
+        flat = x.reshape(-1)
+        d = flat.shape[0]
+        k = num_kept(fraction, d)
+        if k >= d:
+            return x
+        idx = _random_subset(key, d, k)
+        kept = flat[idx]
+        if unbiased:
+            kept = kept * jnp.asarray(d / k, flat.dtype)
+        return jnp.zeros_like(flat).at[idx].set(kept).reshape(x.shape)
+
+    def bits(x_hat):
+        return _bits(FLOAT_BITS * num_kept(fraction, _flat_size(x_hat)) + FLOAT_BITS)
+
+    omega = None if unbiased else (lambda d: num_kept(fraction, d) / d)
+    name = f"rand_k({fraction:g}{', unbiased' if unbiased else ''})"
+    return Compressor(compress=compress, bits=bits, omega=omega, name=name,
+                      unbiased=unbiased or fraction == 1.0, deterministic=fraction == 1.0)
+
+
+def _quantize(key, x, levels: int):
+    """Unbiased s-level stochastic quantization ``‖x‖₂ sign(x) ⌊s|x|/‖x‖₂ + u⌋ / s``.
+
+    The norm is guarded (a zero vector gives zero, no NaN), and the level is clipped to s: in
+    exact arithmetic ``s|x_j|/‖x‖₂ + u < s + 1`` already, the clip only absorbs float round-off so
+    that the level always fits the ``ceil(log2(s+1))`` bits that are counted.
+    """
+    xa = _accumulate(x)
+    norm = jnp.sqrt(jnp.sum(jnp.square(xa)))
+    positive = norm > 0
+    safe = jnp.where(positive, norm, jnp.ones_like(norm))
+    s = jnp.asarray(levels, xa.dtype)
+    u = jax.random.uniform(key, x.shape, xa.dtype)
+    level = jnp.minimum(jnp.floor(s * jnp.abs(xa) / safe + u), s)
+    q = (norm / s) * jnp.sign(xa) * level
+    return jnp.where(positive, q, jnp.zeros_like(q)).astype(x.dtype)
+
+
+def _qsgd_bits(levels: int):
+    def bits(x_hat):
+        d = _flat_size(x_hat)
+        return _bits(d * (1 + _ceil_log2(levels + 1)) + FLOAT_BITS)
+
+    return bits
+
+
+def qsgd(levels: int, unbiased: bool = False) -> Compressor:
+    """QSGD stochastic quantization (Alistarh et al. 2017) with s = ``levels`` levels.
+
+    ``Q(x) = ‖x‖₂ sign(x) ⌊s|x|/‖x‖₂ + u⌋ / s`` with ``u ~ U[0, 1)`` per entry: unbiased, with
+    ``E||Q(x) − x||² <= min(d/s², √d/s)||x||²``. The default (biased) version is ``Q(x)/τ`` with
+    ``τ = 1 + min(d/s², √d/s)``, which is a contraction with ``omega(d) = 1/τ``
+    (Koloskova et al. 2019); ``unbiased=True`` returns Q itself (``omega`` is ``None``).
+
+    Bits: ``d (1 + ceil(log2(s+1))) + 32``: a sign bit and a level in 0..s per entry, plus the
+    norm. (The Choco papers' "b-bit qsgd" is s = 2^b levels, e.g. 4-bit is ``qsgd(16)``; its
+    honest fixed-length cost is then 1 + 5 = 6 bits per entry.)
+
+    Args:
+      levels: s >= 1, integer.
+      unbiased: return Q rather than Q/τ.
+
+    Example:
+      >>> comp = qsgd(16)
+      >>> round(comp.omega(2000), 4), float(comp.bits(jnp.zeros(2000)))
+      (0.2635, 12032.0)
+    """
+    if not isinstance(unbiased, bool):
+        raise ValueError(f"unbiased must be True or False; got unbiased={unbiased!r}.")
+    return _qsgd(_check_levels(levels), unbiased)
+
+
+@functools.lru_cache(maxsize=None)
+def _qsgd(levels: int, unbiased: bool) -> Compressor:
+    def compress(key, x):
+        q = _quantize(key, x, levels)
+        if unbiased:
+            return q
+        qa = _accumulate(q)
+        return (qa / jnp.asarray(qsgd_tau(_flat_size(x), levels), qa.dtype)).astype(x.dtype)
+
+    omega = None if unbiased else (lambda d: 1.0 / qsgd_tau(d, levels))
+    name = f"qsgd({levels}{', unbiased' if unbiased else ''})"
+    return Compressor(compress=compress, bits=_qsgd_bits(levels), omega=omega, name=name,
+                      unbiased=unbiased, deterministic=False)
+
+
+@functools.lru_cache(maxsize=None)
+def sign() -> Compressor:
+    """Scaled sign: ``C(x) = (‖x‖₁/d) sign(x)``.
+
+    Deterministic and biased, ``||C(x) − x||² = (1 − ω(x))||x||²`` exactly, with
+    ``ω(x) = ‖x‖₁² / (d ‖x‖₂²)``, which depends on x. ``omega(d)`` returns its worst case ``1/d``
+    (reached by a one-hot x, since ``‖x‖₁ >= ‖x‖₂``); dense vectors do far better (≈ 2/π for
+    Gaussian entries).
+
+    Bits: ``d + 32``: one sign bit per entry and the scale.
+
+    Example:
+      >>> comp = sign()
+      >>> comp.compress(None, jnp.array([1.0, -3.0]))
+      Array([ 2., -2.], dtype=float32)
+    """
+
+    def compress(key, x):
+        del key
+        xa = _accumulate(x)
+        scale = jnp.sum(jnp.abs(xa)) / jnp.asarray(_flat_size(x), xa.dtype)
+        return (scale * jnp.sign(xa)).astype(x.dtype)
+
+    return Compressor(compress=compress, bits=lambda x_hat: _bits(_flat_size(x_hat) + FLOAT_BITS),
+                      omega=lambda d: 1.0 / d, name="sign", unbiased=False, deterministic=True)
+
+
+def dithered(levels: int, coder: str = "fixed") -> Compressor:
+    """The dithered (unbiased qsgd) quantizer used by MALCOM-PSGD (ALGORITHMS.md section 7).
+
+    ``D(x) = ‖x‖₂ sign(x) ⌊s|x|/‖x‖₂ + u⌋ / s``, ``u ~ U[0, 1)``: the same map as
+    ``qsgd(levels, unbiased=True)``. Its ``bits`` is the fixed-length qsgd count
+    ``d (1 + ceil(log2(s+1))) + 32``; the entropy-coded length of section 7 is an upper layer.
+
+    With ``coder="elias"`` the payload is the exact length of MALCOM-PSGD's lossless code of the
+    message (section 7: 32-bit norm, Elias-gamma gaps between nonzero positions, sign bit and
+    Elias-gamma level per nonzero), known only while compressing: use ``encode(key, x) ->
+    (x_hat, bits)`` (``compress_stacked`` does); ``bits(x_hat)`` cannot recover the levels from
+    the reconstruction and refuses.
+
+    Args:
+      levels: s >= 1, integer.
+      coder: ``"fixed"`` (fixed-length count) or ``"elias"`` (exact entropy-coded length).
+
+    Example:
+      >>> float(dithered(4).bits(jnp.zeros(10)))   # 10 · (1 + 3) + 32
+      72.0
+    """
+    if coder not in ("fixed", "elias"):
+        raise ValueError(f"coder={coder!r} is not a coder; choose 'fixed' or 'elias'.")
+    return _dithered(_check_levels(levels), coder)
+
+
+@functools.lru_cache(maxsize=None)
+def _dithered(levels: int, coder: str = "fixed") -> Compressor:
+    def compress(key, x):
+        return _quantize(key, x, levels)
+
+    if coder == "fixed":
+        return Compressor(compress=compress, bits=_qsgd_bits(levels), omega=None,
+                          name=f"dithered({levels})", unbiased=True, deterministic=False)
+
+    def encode(key, x):
+        norm, level, negative = _quantize_parts(key, x, levels)
+        return _dequantize(norm, level, negative, levels), elias_bits(level)
+
+    def bits(x_hat):
+        raise ValueError("dithered(coder='elias') knows its code length only while compressing; "
+                         "call its encode(key, x) (compress_stacked does) instead of bits(x_hat).")
+
+    return Compressor(compress=compress, bits=bits, omega=None, name=f"dithered({levels}, elias)",
+                      unbiased=True, deterministic=False, encode=encode)
+
+
+REGISTRY = {
+    "identity": identity,
+    "top_k": top_k,
+    "rand_k": rand_k,
+    "qsgd": qsgd,
+    "sign": sign,
+    "dithered": dithered,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# applying a compressor to stacked pytrees
+
+
+def _check_compressor(compressor, owner: str = "compressor") -> Compressor:
+    if not isinstance(compressor, Compressor):
+        raise ValueError(f"{owner} must be a decsim Compressor, e.g. decsim.compression.top_k(0.01); "
+                         f"got {compressor!r} of type {type(compressor).__name__}.")
+    return compressor
+
+
+def compress_stacked(compressor: Compressor, key, X):
+    """Compress a stacked pytree per worker and per leaf.
+
+    Leaf ``i`` (in ``jax.tree.leaves`` order) of worker ``w`` is compressed with key
+    ``split(fold_in(key, i), n)[w]``, so every worker and every leaf draws independently.
+
+    Args:
+      compressor: a :class:`decsim.Compressor`.
+      key: PRNG key for this exchange.
+      X: stacked pytree, leaves ``[n, ...]``.
+
+    Returns:
+      ``(X_hat, bits)``: the reconstructed values (same structure, shapes and dtypes) and a float32
+      scalar, the mean over workers of each worker's total payload over all leaves (what
+      ``StepCost.bits`` records).
+
+    Example:
+      >>> X = {"w": jnp.ones((4, 10)), "b": jnp.ones((4, 2))}
+      >>> X_hat, bits = compress_stacked(qsgd(4), jax.random.PRNGKey(0), X)
+      >>> float(bits)   # (10·4 + 32) + (2·4 + 32)
+      112.0
+    """
+    leaves, treedef = jax.tree.flatten(X)
+    out, total = [], jnp.zeros((), jnp.float32)
+    for i, leaf in enumerate(leaves):
+        n = leaf.shape[0]
+        keys = jax.random.split(jax.random.fold_in(key, i), n)
+        if compressor.encode is not None:
+            x_hat, leaf_bits = jax.vmap(compressor.encode)(keys, leaf)
+        else:
+            x_hat = jax.vmap(compressor.compress)(keys, leaf)
+            leaf_bits = jax.vmap(compressor.bits)(x_hat)
+        total = total + jnp.mean(leaf_bits.astype(jnp.float32))
+        out.append(x_hat)
+    return jax.tree.unflatten(treedef, out), total
+
+
+# ---------------------------------------------------------------------------------------------
+# consensus step size
+
+
+# Final errors below this fraction of the initial one count as converged (float32 round-off lies
+# near 1e-15 of it): among converged candidates the fastest wins, not the luckiest residue.
+_TUNE_FLOOR = 1e-10
+
+
+def _tuning_error(X, X_hat):
+    """``||X − x̄||² + ||X − X̂||²`` over all workers and leaves."""
+    centred = jax.tree.map(lambda a: a - jnp.mean(a, axis=0, keepdims=True), X)
+    lag = jax.tree.map(jnp.subtract, X, X_hat)
+    return sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(centred) + jax.tree.leaves(lag))
+
+
+@functools.lru_cache(maxsize=32)
+def _tuner(compressor: Compressor, n: int, sizes: tuple, rounds: int, n_grid: int):
+    """One compiled program: ``rounds`` Choco-Gossip rounds for every gamma of the grid (vmapped).
+
+    Returns per gamma the final error and the first round at which the error fell below the
+    convergence floor (``rounds`` if never)."""
+    from .algorithms.choco import choco_gossip  # lazy: compression sits below algorithms
+    from .gossip import Mixer
+
+    base = choco_gossip(0.5, compressor)
+
+    def one(gamma, X0, W, key):
+        algo = base.rebuild({"gamma": gamma})
+        mixer = Mixer(W=W, lam=jnp.zeros((), jnp.float32))
+        state = algo.init(X0, key)
+        floor = jnp.float32(_TUNE_FLOOR) * _tuning_error(state.X, state.X_hat)
+
+        def body(carry, t):
+            state, hit = carry
+            state, _ = algo.step(state, None, mixer, jax.random.fold_in(key, t))
+            below = _tuning_error(state.X, state.X_hat) <= floor
+            hit = jnp.where((hit == rounds) & below, t + 1, hit)
+            return (state, hit), None
+
+        (state, hit), _ = jax.lax.scan(body, (state, jnp.asarray(rounds, jnp.int32)),
+                                       jnp.arange(rounds, dtype=jnp.int32))
+        return _tuning_error(state.X, state.X_hat), hit, floor
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+
+
+def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: int = 1000,
+               grid: Optional[Sequence[float]] = None, full_output: bool = False):
+    """Pick Choco's consensus step size γ for a compressor on a topology (the Choco code's tuner).
+
+    Runs ``choco_gossip(γ, compressor)`` for ``rounds`` rounds from Gaussian vectors
+    ``x_i ~ N(0, I_d)`` (one per worker, drawn from ``seed``) for every γ of ``grid`` (default
+    ``logspace(-3, 0, 20)``) and returns the γ minimising ``||X − x̄||² + ||X − X̂||²`` at the end.
+    All γ run as one vmapped program (one compilation per compressor, size and round count; cached).
+
+    Deviation (documented): the Choco code compares final errors in float64. In float32 several γ
+    reach round-off level within the rounds (e.g. every γ above ~0.1 for ``identity()`` or 16-level
+    qsgd on a ring of 9 with d = 2000), and their residues are noise. So final errors below
+    ``1e-10 ×`` the initial one count as converged and tie; among them the γ that got there in the
+    fewest rounds wins (then the larger γ). Where no candidate converges this is exactly the Choco
+    rule. Diverged candidates (NaN/inf) are never chosen.
+
+    Args:
+      topology: a :class:`decsim.topology.Topology` (its ``W`` is used).
+      compressor: the compressor Choco will use.
+      d: vector size (an int), or a sequence of leaf sizes to tune layer-wise as the model will be
+        compressed: ``ds.tree.leaf_sizes(problem.params0)``.
+      seed: seed of the Gaussian vectors and of the compressor's randomness.
+      rounds: gossip rounds per candidate.
+      grid: candidate γ values in (0, 1].
+      full_output: also return the grid and the final errors.
+
+    Returns:
+      γ (a float); with ``full_output=True``, ``(γ, grid, errors)`` (numpy arrays).
+
+    Example:
+      >>> import decsim as ds
+      >>> g = tune_gamma(ds.topology.ring(9, weights="uniform"), top_k(0.1), 50, rounds=200)
+      >>> 0.001 <= g <= 1.0
+      True
+    """
+    W = getattr(topology, "W", None)
+    if W is None or np.ndim(W) != 2:
+        raise ValueError(f"topology must be a decsim Topology (e.g. decsim.topology.ring(9)); got "
+                         f"{type(topology).__name__}.")
+    _check_compressor(compressor)
+    sizes = (d,) if isinstance(d, numbers.Integral) else tuple(d) if isinstance(d, (list, tuple)) else None
+    if (not sizes or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1
+                         for s in sizes)):
+        raise ValueError(f"d must be a positive integer (the vector size) or a sequence of positive "
+                         f"leaf sizes; got d={d!r}.")
+    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer; got rounds={rounds!r}.")
+    grid = np.logspace(-3, 0, 20) if grid is None else np.asarray(grid, np.float64).reshape(-1)
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
+        raise ValueError(f"grid must be a non-empty sequence of gammas in (0, 1]; got {grid!r}.")
+    n = int(np.shape(W)[0])
+    rng = np.random.default_rng(seed)
+    X0 = [jnp.asarray(rng.normal(size=(n, int(s))), jnp.float32) for s in sizes]
+    program = _tuner(compressor, n, tuple(int(s) for s in sizes), int(rounds), int(grid.size))
+    errors, hits, floor = program(jnp.asarray(grid, jnp.float32), X0, jnp.asarray(W, jnp.float32),
+                                  jax.random.PRNGKey(seed))
+    errors, hits, floor = (np.asarray(errors, np.float64), np.asarray(hits),
+                           float(np.asarray(floor)[0]))
+    finite = np.isfinite(errors)
+    if not finite.any():
+        raise ValueError(f"every gamma in the grid diverged for {compressor.name} on this topology; "
+                         "try a grid of smaller values.")
+    # lexicographic: final error (converged ones tie at the floor), then the round at which the
+    # floor was reached, then the larger gamma
+    score = np.where(finite, np.maximum(errors, floor), np.inf)
+    order = np.lexsort((-grid, hits, score))
+    gamma = float(grid[order[0]])
+    return (gamma, grid, errors) if full_output else gamma
+
+
+# ---------------------------------------------------------------------------------------------
+# MALCOM-PSGD's source coder (ALGORITHMS.md section 7)
+#
+# A dithered-quantized message is (norm, levels ℓ_j ∈ {0..s}, signs). Its lossless code: the norm
+# as 32 bits (float32), then for every nonzero level in increasing position: the gap to the
+# previous nonzero position (the first gap is position + 1), Elias-gamma coded; a sign bit; and the
+# level, Elias-gamma coded. Elias-gamma of g >= 1: floor(log2 g) zeros, then g in binary, so
+# 2 floor(log2 g) + 1 bits. The message length is framed by the transport, so no terminator.
+
+
+def _quantize_parts(key, x, levels: int):
+    """The dithered quantizer's message: ``(norm, level int32, negative bool)`` with
+    ``D(x) = norm / s · (−1)^negative · level`` (same draws as :func:`_quantize`)."""
+    dtype = x.dtype
+    norm = jnp.sqrt(jnp.sum(jnp.square(x)))
+    positive = norm > 0
+    safe = jnp.where(positive, norm, jnp.ones_like(norm))
+    s = jnp.asarray(levels, dtype)
+    u = jax.random.uniform(key, x.shape, dtype)
+    level = jnp.minimum(jnp.floor(s * jnp.abs(x) / safe + u), s)
+    level = jnp.where(positive, level, jnp.zeros_like(level)).astype(jnp.int32)
+    return norm, level, x < 0
+
+
+def _dequantize(norm, level, negative, levels: int):
+    s = jnp.asarray(levels, norm.dtype)
+    magnitude = (norm / s) * level.astype(norm.dtype)
+    return jnp.where(negative, -magnitude, magnitude)
+
+
+def elias_gamma_length(g):
+    """Bits of the Elias-gamma code of integers ``g >= 1``: ``2 floor(log2 g) + 1`` (jittable)."""
+    g = jnp.asarray(g, jnp.int32)
+    return 2 * (31 - jax.lax.clz(g)) + 1
+
+
+def elias_bits(level):
+    """Exact length of the coded message with these levels (any shape, flattened row-major):
+    ``32 + Σ_{ℓ_j > 0} [γ(gap_j) + 1 + γ(ℓ_j)]`` (jittable, float32)."""
+    lv = jnp.asarray(level, jnp.int32).reshape(-1)
+    nonzero = lv > 0
+    pos = jnp.arange(lv.shape[0], dtype=jnp.int32)
+    last = jax.lax.cummax(jnp.where(nonzero, pos, -1))
+    prev = jnp.concatenate([jnp.full((1,), -1, jnp.int32), last[:-1]])
+    per = (elias_gamma_length(jnp.maximum(pos - prev, 1)) + 1
+           + elias_gamma_length(jnp.maximum(lv, 1)))
+    return (FLOAT_BITS + jnp.sum(jnp.where(nonzero, per, 0))).astype(jnp.float32)
+
+
+def quantize_message(key, x, levels: int):
+    """Host helper: the ``(norm, levels, negative)`` message of ``dithered(levels)`` for a leaf."""
+    norm, level, negative = _quantize_parts(key, jnp.asarray(x), _check_levels(levels))
+    return np.float32(norm), np.asarray(level).reshape(-1), np.asarray(negative).reshape(-1)
+
+
+def _gamma_code(g: int) -> str:
+    binary = format(int(g), "b")
+    return "0" * (len(binary) - 1) + binary
+
+
+def encode_message(norm, level, negative) -> str:
+    """The bit string (a str of '0'/'1') of a quantized message; its length equals
+    :func:`elias_bits` of the same levels exactly."""
+    level = np.asarray(level).reshape(-1)
+    negative = np.asarray(negative).reshape(-1)
+    if np.any(level < 0):
+        raise ValueError("levels must be nonnegative integers (magnitudes; signs travel separately).")
+    parts = [format(int(np.asarray(norm, np.float32).view(np.uint32)), "032b")]
+    prev = -1
+    for j in np.flatnonzero(level):
+        parts.append(_gamma_code(j - prev) + ("1" if negative[j] else "0") + _gamma_code(level[j]))
+        prev = j
+    return "".join(parts)
+
+
+def _read_gamma(bits: str, i: int):
+    zeros = 0
+    while bits[i] == "0":
+        zeros += 1
+        i += 1
+    return int(bits[i:i + zeros + 1], 2), i + zeros + 1
+
+
+def decode_message(bits: str, d: int):
+    """Inverse of :func:`encode_message` for a message of ``d`` entries:
+    ``(norm float32, levels int64 [d], negative bool [d])`` (signs of zero levels are not sent and
+    decode as positive)."""
+    if len(bits) < FLOAT_BITS or set(bits) - {"0", "1"}:
+        raise ValueError("bits must be a string of '0'/'1' of at least 32 characters.")
+    norm = np.array(int(bits[:FLOAT_BITS], 2), dtype=np.uint32).view(np.float32)
+    level = np.zeros(d, np.int64)
+    negative = np.zeros(d, bool)
+    i, pos = FLOAT_BITS, -1
+    while i < len(bits):
+        gap, i = _read_gamma(bits, i)
+        pos += gap
+        negative[pos] = bits[i] == "1"
+        level[pos], i = _read_gamma(bits, i + 1)
+    return np.float32(norm), level, negative
