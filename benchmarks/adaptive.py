@@ -14,10 +14,10 @@ What it measures
    its grid. The data are enough for one pass at most, so the training loss that tunes η tracks
    the test loss.
 2. ``speedup``: DAMSGrad on the iid FM problem with n = 1, 2, 4, ..., 32 workers (ring; the same
-   96 000 samples split over n). One and two workers run ``--speedup-steps`` steps, n > 2 workers
-   three times the ideal ``steps / n`` (at least 150), each with ~75 evaluations. ε is 1.01 × the final
-   training loss (smoothed over 3 evaluations) of the best single-worker run; for every n the η of
-   the grid that reaches ε first is used; ``T(ε, n)`` is the first evaluated step where the
+   96 000 samples split over n). One and two workers run ``--speedup-steps`` steps, n > 2
+   workers three times the ideal ``steps / n`` (at least 150), each with ~75 evaluations. ε is
+   1.01 × the final training loss (smoothed over 3 evaluations) of the best single-worker run;
+   for every n the η of the grid that reaches ε first is used; ``T(ε, n)`` is the first evaluated step where the
    seed-mean smoothed loss is ≤ ε; ``speedup = T(ε, 1) / T(ε, n)``, ``efficiency = speedup / n``.
 3. ``chen``: ``f_i(x) = ½ a_i ||x − c_i||²`` on 8 workers (ring), d = 10, ``c_i ~ N(0, I)``,
    worker scales ``a_i = 10^linspace(−1, 1, 8)`` (gradients 100× apart), gradient noise 0.1,

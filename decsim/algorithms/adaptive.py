@@ -209,7 +209,7 @@ def damsgrad(learning_rate, *, b1: float = 0.9, b2: float = 0.99, eps: float = 1
       eps: initial value of V̂ and Ũ and floor of U.
 
     Reference: X. Chen, B. Karimi, W. Zhao, P. Li, "On the convergence of decentralized adaptive
-    gradient methods", ACML 2023 (arXiv:2109.03194).
+    gradient methods", arXiv:2109.03194.
 
     Example:
       >>> from decsim.algorithms import adaptive
