@@ -14,26 +14,14 @@ lazy version ``(I + W)/2`` of the same graph (which is exact diffusion on W) and
 
 import argparse
 import datetime
-import os
-import platform
 import time
 
-import jax
 import numpy as np
 import pandas as pd
 
 import decsim as ds
 
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"python {platform.python_version()}, jax {jax.__version__} on {jax.default_backend()}")
+from _common import machine
 
 
 def best_run(algo, prob, topo, steps, grid, seeds):

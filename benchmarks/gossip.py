@@ -9,8 +9,6 @@ measured copy bandwidth (a jitted ``2 * X`` on the same array) it is the fastest
 
 import argparse
 import datetime
-import os
-import platform
 import time
 
 import jax
@@ -18,18 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import decsim as ds
+
+from _common import machine
 from decsim import gossip
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()}, python {platform.python_version()}, "
-            f"jax {jax.__version__} on {jax.default_backend()}")
 
 
 def best_time(fn, *args, repeats=7, inner=None):

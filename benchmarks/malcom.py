@@ -12,26 +12,15 @@ about 75% fewer bits than Choco-SGD at matched accuracy; this prints what decsim
 
 import argparse
 import datetime
-import os
-import platform
 
-import jax
 import numpy as np
 
 import decsim as ds
+
+from _common import machine
 from decsim import compression as C
 from decsim.algorithms.choco import choco_sgd
 from decsim.algorithms.malcom import malcom_psgd
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, python {platform.python_version()}, jax {jax.__version__}"
 
 
 def bits_to(hist, target):

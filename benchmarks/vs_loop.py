@@ -12,8 +12,6 @@ compile time is reported separately) and the ratio. PyTorch is an optional bench
 
 import argparse
 import datetime
-import os
-import platform
 import time
 
 import jax
@@ -21,15 +19,7 @@ import numpy as np
 
 import decsim as ds
 
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}, python {platform.python_version()}"
+from _common import machine
 
 
 # ---------------------------------------------------------------------------------------------
