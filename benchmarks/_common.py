@@ -6,13 +6,19 @@ import platform
 import jax
 
 
-def machine() -> str:
-    """One line describing the machine: CPU model, cores, OS, python, jax and its backend."""
-    cpu = "unknown CPU"
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (or what platform knows)."""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(l.split(":", 1)[1].strip() for l in fh if l.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine() -> str:
+    """One line describing the machine: CPU model, cores, OS, python, jax and its backend."""
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
             f"python {platform.python_version()}, jax {jax.__version__} on {jax.default_backend()}")

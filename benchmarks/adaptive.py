@@ -65,15 +65,7 @@ SPEEDUP_GRID = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 # machine description
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _common import cpu_model as _cpu_model  # noqa: E402
 
 
 def machine_description() -> list:

@@ -55,15 +55,7 @@ from decsim.algorithms import choco
 # machine description
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _common import cpu_model as _cpu_model  # noqa: E402
 
 
 def describe_machine() -> str:

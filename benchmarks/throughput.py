@@ -60,15 +60,7 @@ MAX_STEPS = 1_000_000
 # machine description
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _common import cpu_model as _cpu_model  # noqa: E402
 
 
 def _ram_gib() -> str:
