@@ -23,9 +23,7 @@ STEPS = 25
 SCALES = np.array([0.3, 0.5, 1.0, 2.0, 3.0])
 
 
-def _ls_loss(x, batch):
-    r = batch["A"] @ x - batch["y"]
-    return 0.5 * jnp.mean(jnp.square(r))
+from .test_algorithms import _ls_loss  # noqa: E402  (the same least-squares loss)
 
 
 @pytest.fixture(scope="module")

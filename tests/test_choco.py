@@ -17,31 +17,14 @@ from decsim.algorithms import choco
 from decsim.gossip import Mixer
 from decsim.runner import make_oracle, trajectory
 
-N, M, D = 5, 6, 3
+from .test_algorithms import D, N  # noqa: E402
 STEPS = 20
 ETA, GAMMA = 0.05, 0.4
 TOP1 = C.top_k(0.34)  # k = 1 of D = 3
 
 
-def _ls_loss(x, batch):
-    r = batch["A"] @ x - batch["y"]
-    return 0.5 * jnp.mean(jnp.square(r))
-
-
-@pytest.fixture(scope="module")
-def ls():
-    """Heterogeneous least squares (as in tests/test_algorithms.py): worker i has its own A_i, y_i."""
-    rng = np.random.default_rng(0)
-    A = rng.normal(size=(N, M, D)).astype(np.float32)
-    A *= (1.0 + np.arange(N))[:, None, None].astype(np.float32) ** 0.5
-    y = rng.normal(size=(N, M)).astype(np.float32) + 2.0 * np.arange(N)[:, None].astype(np.float32)
-    prob = ds.problems.custom(_ls_loss, np.zeros(D, np.float32), {"A": A, "y": y})
-    return prob, A.astype(np.float64), y.astype(np.float64)
-
-
-@pytest.fixture(scope="module")
-def topo():
-    return ds.topology.ring(N)  # metropolis: 1/3 weights
+# The heterogeneous least-squares problem and ring of tests/test_algorithms.py (one definition).
+from .test_algorithms import ls, topo  # noqa: E402,F401  (fixtures)
 
 
 def np_grads(X, A, y):
