@@ -7,17 +7,20 @@ Prints steady-state worker-steps per second for both (compilation and warm-up ex
 compile time is reported separately) and the ratio. PyTorch is an optional benchmark dependency
 (`pip install torch`), never a dependency of decsim.
 
-    python benchmarks/vs_loop.py [--ns 8,64,256] [--seconds 2]
+Both sides get the same number of CPU threads, ``--threads`` (default 1): PyTorch through
+``torch.set_num_threads`` and XLA through ``PJRT_NPROC``, which sizes XLA:CPU's intra-op thread
+pool (by default one thread per core) and must be set before JAX creates its CPU client, so this
+script sets it before importing JAX. ``--threads 0`` leaves both libraries at their defaults.
+
+    python benchmarks/vs_loop.py [--ns 8,64,256] [--seconds 2] [--threads 1]
 """
 
 import argparse
 import datetime
+import os
 import time
 
-import jax
 import numpy as np
-
-import decsim as ds
 
 from _common import machine
 
@@ -80,6 +83,8 @@ def time_loop(step, min_seconds: float) -> float:
 
 
 def time_decsim(prob, topo, lr: float, min_seconds: float):
+    import decsim as ds
+
     algo = ds.algorithms.dsgd(lr)
     steps = 200
     first = ds.run(algo, prob, topo, steps=steps, eval_every=steps, progress=False)
@@ -98,17 +103,27 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ns", default="8,64,256")
     p.add_argument("--seconds", type=float, default=2.0, help="minimum timed duration per side")
-    p.add_argument("--torch-threads", type=int, default=1,
-                   help="torch intra-op threads (1 is fastest for these tiny per-worker ops)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for each side (torch intra-op threads and PJRT_NPROC for "
+                        "XLA); 0 leaves both at their library defaults")
     args = p.parse_args()
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0; got {args.threads}")
+    if args.threads:
+        os.environ["PJRT_NPROC"] = str(args.threads)  # read when JAX creates its CPU client
+    import jax
     import torch
 
-    torch.set_num_threads(args.torch_threads)
+    import decsim as ds
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    xla_threads = os.environ.get("PJRT_NPROC", f"default ({os.cpu_count()} cores)")
 
     lr, batch = 0.1, 16
     print(f"# decsim vs a per-worker PyTorch loop, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"# {machine()}; jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")
+    print(f"# {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+          f"XLA:CPU threads (PJRT_NPROC) {xla_threads}")
     print("# D-SGD on MLP 64-32-10 (tanh), digits iid, batch 16 per worker, ring, lr 0.1")
     print(f"{'n':>5} {'loop w-steps/s':>15} {'decsim w-steps/s':>17} {'ratio':>7} {'decsim compile s':>17} {'gossip':>7}")
     for n in [int(v) for v in args.ns.split(",")]:
