@@ -111,7 +111,6 @@ def main():
         p.error(f"--threads must be >= 0; got {args.threads}")
     if args.threads:
         os.environ["PJRT_NPROC"] = str(args.threads)  # read when JAX creates its CPU client
-    import jax
     import torch
 
     import decsim as ds

@@ -40,11 +40,51 @@ _ROLL_MAX_SHIFTS = 5  # "auto" uses rolls for circulant graphs with at most this
 
 def mix(W, X):
     """One gossip round ``W X`` for a stacked pytree ``X`` (leaves ``[n, ...]``), dense W."""
+    return jax.tree.map(lambda a: _mix_leaf(W.astype(a.dtype), a), X)
 
-    def one(a):
-        return jnp.tensordot(W.astype(a.dtype), a, axes=1, precision=jax.lax.Precision.HIGHEST)
 
-    return jax.tree.map(one, X)
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _mix_leaf_plain(W, a):
+    return jnp.tensordot(W, a, axes=1, precision=_HIGHEST)
+
+
+@jax.custom_vjp
+@jax.custom_batching.custom_vmap
+def _mix_leaf(W, a):
+    """``W @ a`` over the leading axis, with a batching rule and a matching reverse-mode rule.
+
+    Under ``vmap`` (vmapped seeds put a seed axis in front of the worker axis) plain autodiff of
+    the batching would give XLA ``dot(W, a[s, n, ...])`` contracting the *second* axis of ``a``,
+    which XLA canonicalizes by transposing ``a`` into ``[n, s·d]`` and the result back at every
+    round. The rule below instead broadcasts W along the batch and issues one batched matmul
+    ``[s, n, n] @ [s, n, d]``, which needs no transpose."""
+    return _mix_leaf_plain(W, a)
+
+
+@_mix_leaf.def_vmap
+def _mix_leaf_vmap(axis_size, in_batched, W, a):
+    w_batched, a_batched = in_batched
+    Wb = W if w_batched else jnp.broadcast_to(W, (axis_size,) + W.shape)
+    ab = a if a_batched else jnp.broadcast_to(a, (axis_size,) + a.shape)
+    flat = ab.reshape(ab.shape[:2] + (-1,))
+    out = jax.lax.dot_general(Wb, flat, (((2,), (1,)), ((0,), (0,))), precision=_HIGHEST)
+    return out.reshape(ab.shape), True
+
+
+def _mix_leaf_fwd(W, a):
+    return _mix_leaf(W, a), (W, a)
+
+
+def _mix_leaf_bwd(res, g):
+    W, a = res  # out = W a, so dW = g aᵀ (summed over the feature axes) and da = Wᵀ g
+    dW = jnp.tensordot(g, a, axes=(tuple(range(1, g.ndim)), tuple(range(1, a.ndim))),
+                       precision=_HIGHEST)
+    return dW.astype(W.dtype), _mix_leaf(W.T, g)
+
+
+_mix_leaf.defvjp(_mix_leaf_fwd, _mix_leaf_bwd)
 
 
 _UNROLL_MAX_K = 32  # up to this many neighbours the sparse product is unrolled (fused by XLA)
