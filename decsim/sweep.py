@@ -725,30 +725,10 @@ def _speedup_plan(cfg: dict):
 
 
 def reference_optimum(problem) -> float:
-    """``f* = min f`` of a (convex) problem, for suboptimality curves: scipy's L-BFGS-B on the
-    jitted value and gradient of the full objective, from the initial point.
+    """``f* = min f`` of a (convex) problem, for suboptimality curves (``problems.optimum``)."""
+    from .problems import optimum
 
-    Agrees with ``decsim.problems.optimum`` (optax L-BFGS) to float32 resolution of f (a few 1e-7
-    on digits) but compiles only ``value_and_grad`` instead of a whole optimizer loop, which cuts
-    the speedup study's reference optima from about 4 s to under 1 s per worker count."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from scipy.optimize import minimize
-
-    from .problems import full_loss
-
-    f = full_loss(problem)
-    flat0, unravel = ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a[0], jnp.float32), problem.params0))
-    value_and_grad = jax.jit(jax.value_and_grad(lambda v: f(unravel(v))))
-
-    def fun(v):
-        value, grad = value_and_grad(jnp.asarray(v, jnp.float32))
-        return float(value), np.asarray(grad, np.float64)
-
-    res = minimize(fun, np.asarray(flat0, np.float64), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 5000, "ftol": 0.0, "gtol": 1e-9})
-    return float(res.fun)
+    return optimum(problem)[1]
 
 
 def speedup_study(*, out_dir: Optional[str] = None, progress: bool = True, verbose: bool = False,

@@ -413,6 +413,22 @@ def test_optimum_recovers_quadratic_minimizer(quad):
     assert value == pytest.approx(quad.info["f_star"], rel=1e-4, abs=1e-6)
 
 
+def test_optimum_is_stationary_on_real_data():
+    """L-BFGS on regularized logistic regression: the gradient at x* vanishes to float32 noise
+    and no random nearby point is lower."""
+    prob = P.logistic_regression(4, "digits", partition="dirichlet", alpha=0.5, l2=1e-2, seed=0)
+    x, value = P.optimum(prob)
+    f = P.full_loss(prob)
+    grad = jax.grad(f)(jax.tree.map(jnp.asarray, x))
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grad)) < 1e-4
+    assert value < float(f(jax.tree.map(lambda a: jnp.asarray(a[0]), prob.params0))) - 0.5
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        nearby = jax.tree.map(lambda a: jnp.asarray(a + 1e-2 * rng.normal(size=a.shape), jnp.float32), x)
+        assert float(f(nearby)) >= value - 1e-6
+    assert jax.tree.leaves(x)[0].dtype == np.float32
+
+
 # ---------------------------------------------------------------------------------------------
 # custom
 
