@@ -364,8 +364,8 @@ def optimum(problem: Problem, *, max_steps: int = 5000, tol: float = 1e-9):
 
     res = minimize(fun, np.asarray(flat0, np.float64), jac=True, method="L-BFGS-B",
                    options={"maxiter": int(max_steps), "ftol": 0.0, "gtol": float(tol)})
-    x = unravel(jnp.asarray(res.x, flat0.dtype))
-    return tree.to_numpy(x), float(f(x))
+    flat = jnp.asarray(res.x, flat0.dtype)
+    return tree.to_numpy(unravel(flat)), float(value_and_grad(flat)[0])
 
 
 # ---------------------------------------------------------------------------------------------
