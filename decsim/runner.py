@@ -347,6 +347,21 @@ def _place(args: dict, keys, hp: dict, mesh):
     return placed, jax.device_put(keys, whole), jax.tree.map(lambda a: jax.device_put(a, whole), hp)
 
 
+def _check_hparam(name: str, value, seeds: Optional[list]):
+    """A hyperparameter value: a number, or (with ``seeds``) one number per seed."""
+    arr = np.asarray(value)
+    if arr.ndim == 0 and np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.bool_):
+        return arr
+    if seeds is None:
+        raise ValueError(f"hparams[{name!r}] must be a number; got {value!r}. A list of values (one "
+                         "per run) needs seeds=[...] of the same length, e.g. seeds=[0] * len(values).")
+    if arr.ndim != 1 or arr.shape[0] != len(seeds) or not np.issubdtype(arr.dtype, np.number) \
+            or np.issubdtype(arr.dtype, np.bool_):
+        raise ValueError(f"hparams[{name!r}] must be a number or a list of {len(seeds)} numbers, one "
+                         f"per seed in seeds={seeds}; got {value!r}.")
+    return arr
+
+
 def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
         eval_every: Optional[int] = None, seed: int = 0, seeds: Optional[Sequence[int]] = None,
         progress: Optional[bool] = None, hparams: Optional[dict] = None, gossip: str = "auto",
@@ -363,7 +378,10 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
       seeds: several seeds run as one vmapped program; metrics gain a leading seed axis.
       progress: show a progress bar (default: only when the run will take more than a few seconds).
       hparams: override numeric hyperparameters (e.g. ``{"learning_rate": 0.05}``) without
-        rebuilding the algorithm.
+        rebuilding the algorithm. With ``seeds``, a value may also be a list with one entry per
+        seed (``seeds=[0, 1, 0, 1], hparams={"learning_rate": [0.1, 0.1, 0.2, 0.2]}``): run i
+        uses ``seeds[i]`` and entry i, and all of them are one vmapped program (a learning-rate
+        sweep in one call).
       gossip: how rounds are computed: ``"auto"``, ``"dense"``, ``"sparse"`` (neighbour gathers)
         or ``"roll"`` (circulant graphs); see :mod:`decsim.gossip`. All give the same results.
       devices: shard the worker axis over these devices (a 1-D ``jax.sharding.Mesh``), e.g.
@@ -395,7 +413,9 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
             raise ValueError(f"hparams {sorted(unknown)} are not numeric hyperparameters of "
                              f"{algorithm.name}; valid: {sorted(hp)}.")
         hp.update(hparams)
-    hp = {k: jnp.asarray(v, jnp.float32) for k, v in hp.items()}
+    hp = {k: jnp.asarray(_check_hparam(k, v, seed_list if batched else None), jnp.float32)
+          for k, v in hp.items()}
+    hp_axes = {k: 0 if jnp.ndim(v) else None for k, v in hp.items()}  # per-run values: vmapped
 
     gplan = gossip_plan(topology, gossip)
     mesh = _mesh(devices, problem.n_workers)
@@ -410,7 +430,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     compile_seconds = 0.0
     constrain = _worker_constraint(mesh, problem.n_workers)
     init_prog, secs = _compiled("init", lambda: _make_init(algorithm, problem, constrain), prog_key,
-                                (hp, keys, args), batched, (None, 0, None))
+                                (hp, keys, args), batched, (hp_axes, 0, None))
     compile_seconds += secs
     state, metrics0 = init_prog(hp, keys, args)
     t0 = jnp.zeros((), jnp.int32)
@@ -419,7 +439,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         seg_prog, secs = _compiled(
             "segment", lambda: _make_segment(algorithm, problem, gplan, eval_every, chunks, constrain),
             prog_key + (gplan.key, eval_every, chunks), (hp, state, t0, keys, args), batched,
-            (None, 0, None, 0, None))
+            (hp_axes, 0, None, 0, None))
         compile_seconds += secs
 
     start = time.perf_counter()
@@ -489,7 +509,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     config = {
         "algorithm": algorithm.name,
         "algorithm_args": _plain(algorithm.config or {}),
-        "hparams": {k: float(v) for k, v in hp.items()},
+        "hparams": {k: np.asarray(v, np.float64).tolist() for k, v in hp.items()},
         "problem": problem.name,
         "topology": topology.name,
         "n_workers": problem.n_workers,

@@ -3,12 +3,14 @@
 :func:`sweep` takes a base run config (see :mod:`decsim.config`) and a grid of dotted paths to
 lists of values, runs the product, and writes every finished run into ``out_dir``:
 
-- **grouping**: runs that differ only in their seed are one ``ds.run(..., seeds=[...])`` call (one
-  vmapped program); groups that differ only in numeric hyperparameters (learning rate, gamma, ...)
-  or in data of equal shape (the graph of a topology with the same n, a data seed) reuse that
-  compiled program, because the runner compiles per algorithm *structure* and passes the numbers
-  as arguments (``decsim.runner.trace_count()`` stays put). Groups run in an order that keeps equal
-  structures together.
+- **grouping**: runs that differ only in their seed and in the values of numeric
+  hyperparameters (learning rate, gamma, ...) are one ``ds.run(..., seeds=[...],
+  hparams={name: [one value per run]})`` call: one vmapped program. Batches that differ only in
+  data of equal shape (the graph of a topology with the same n, a data seed) reuse that compiled
+  program, because the runner compiles per algorithm *structure* and passes the numbers as
+  arguments (``decsim.runner.trace_count()`` stays put). Batches run in an order that keeps equal
+  structures together. A run's *group* (its config but the seed) is what :func:`load_histories`
+  stacks and what ``shard`` splits.
 - **result store**: one ``<id>.json`` + ``<id>.npz`` per run, ``id`` = a hash of the run's canonical
   config (:func:`decsim.config.config_hash`). Each file is written to a temporary name and moved
   into place with ``os.replace`` (atomic), the NPZ first; the JSON, written last, records the
@@ -274,7 +276,7 @@ def write_run(out_dir: str, planned: PlannedRun, hist: History, index: int, *, f
             "topology": hist.config.get("topology"),
             "n_workers": hist.config.get("n_workers"),
             "spectral_gap": hist.config.get("spectral_gap"),
-            "hparams": hist.config.get("hparams"),
+            "hparams": _own_hparams(hist.config.get("hparams"), index),
             **facts,
         },
         "final": final,
@@ -286,6 +288,13 @@ def write_run(out_dir: str, planned: PlannedRun, hist: History, index: int, *, f
     }
     _atomic_write(json_path, json.dumps(_json_safe(record), indent=1, allow_nan=False).encode())
     return json_path
+
+
+def _own_hparams(hparams, index: int):
+    """Run ``index``'s hyperparameters from a History's (per-run lists in a batched call)."""
+    if not hparams:
+        return hparams
+    return {k: (v[index] if isinstance(v, (list, tuple)) else v) for k, v in hparams.items()}
 
 
 def _version() -> str:
@@ -401,13 +410,15 @@ def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None, p
     start = time.perf_counter()
     planned = plan(base, grid, shard=shard)
     pending = [r for r in planned if rerun or not is_complete(out_dir, r.id)]
-    groups: "collections.OrderedDict[str, list]" = collections.OrderedDict()
+    # One call (one vmapped program) per batch: runs whose configs differ only in the seed and in
+    # the values of numeric hyperparameters.
+    batches: "collections.OrderedDict[str, list]" = collections.OrderedDict()
     for r in pending:
-        groups.setdefault(r.group, []).append(r)
+        batches.setdefault(_batch_key(r.config), []).append(r)
 
     # Build everything first: any error is raised before the first compilation.
     problems, topologies, jobs = {}, {}, []
-    for gid, runs in groups.items():
+    for runs in batches.values():
         c = runs[0].config
         pkey = _hash([c["problem"], c["n_workers"]])
         tkey = _hash([c["topology"], c["n_workers"]])
@@ -415,11 +426,17 @@ def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None, p
             problems[pkey] = _config.build_problem(c)
         if tkey not in topologies:
             topologies[tkey] = _config.build_topology(c)
-        algo = _config.build_algorithm(c)  # cheap; equal structures share one compiled program
-        if algo.validate is not None:
-            algo.validate(topologies[tkey])
-        structure = _hash({**c["algorithm"], **{k: None for k in _config.numeric_hparams(c)}})
-        jobs.append((structure, c["n_workers"], gid, runs, algo, problems[pkey], topologies[tkey]))
+        checked = {}
+        for r in runs:  # every run's own values go through the factory's checks
+            if r.group not in checked:
+                checked[r.group] = _config.build_algorithm(r.config)
+                if checked[r.group].validate is not None:
+                    checked[r.group].validate(topologies[tkey])
+        algo = checked[runs[0].group]
+        names = sorted(_config.numeric_hparams(c))
+        hparams = {k: [_config.numeric_hparams(r.config)[k] for r in runs] for k in names}
+        structure = _hash({**c["algorithm"], **{k: None for k in names}})
+        jobs.append((structure, c["n_workers"], runs, algo, hparams, problems[pkey], topologies[tkey]))
     os.makedirs(out_dir, exist_ok=True)
     # keep equal structures (one compiled program) next to each other, in first-seen order
     first = {}
@@ -434,11 +451,11 @@ def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None, p
         bar = tqdm(total=len(pending), desc="sweep", unit="run")
     diverged = 0
     try:
-        for _, _, gid, runs, algo, prob, topo in jobs:
+        for _, _, runs, algo, hparams, prob, topo in jobs:
             c = runs[0].config
             seeds = [r.config["seed"] for r in runs]
             hist = run(algo, prob, topo, c["steps"], eval_every=c["eval_every"], seeds=seeds,
-                       progress=False)
+                       hparams=hparams or None, progress=False)
             facts = _problem_facts(prob)
             facts.update(lam=float(topo.lam), p=float(topo.p))
             for s, r in enumerate(runs):
@@ -453,6 +470,14 @@ def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None, p
     return SweepReport(out_dir=out_dir, total=len(planned), skipped=len(planned) - len(pending),
                        ran=len(pending), diverged=diverged, run_ids=[r.id for r in planned],
                        seconds=time.perf_counter() - start)
+
+
+def _batch_key(config: dict) -> str:
+    """Runs with equal keys differ at most in their seed and numeric hyperparameter values."""
+    numeric = _config.numeric_hparams(config)
+    rest = {k: v for k, v in config.items() if k != "seed"}
+    rest["algorithm"] = {**config["algorithm"], **{k: None for k in numeric}}
+    return _hash(rest)
 
 
 def sweep_file(path: str, out_dir: Optional[str] = None, **kwargs) -> SweepReport:
@@ -566,8 +591,9 @@ def load_histories(out_dir: str, *, groups=None) -> dict:
             diverged=np.array([r["status"] == "diverged" for r, _ in items]),
             diverged_step=np.array([r["diverged_step"] for r, _ in items]),
             seeds=[r["config"]["seed"] for r, _ in items], config=config,
-            compile_seconds=sum(r["compile_seconds"] for r, _ in items),
-            run_seconds=sum(r["run_seconds"] for r, _ in items))
+            # each record holds its whole call's seconds; a run's share is 1/group_size of them
+            compile_seconds=sum(r["compile_seconds"] / r.get("group_size", 1) for r, _ in items),
+            run_seconds=sum(r["run_seconds"] / r.get("group_size", 1) for r, _ in items))
     return out
 
 

@@ -121,6 +121,32 @@ def test_hparams_override_equals_rebuilt_algorithm(quad, ring):
     assert a.config["hparams"]["learning_rate"] == pytest.approx(0.07)
 
 
+def test_per_run_hyperparameters_in_one_vmapped_call(logreg, ring):
+    """seeds + one learning rate per seed: each run equals its own single call, the grid is one
+    program, and a new grid of the same size does not retrace."""
+    seeds, lrs = [0, 0, 1, 1], [0.05, 0.2, 0.05, 0.2]
+    algo = ds.algorithms.dsgd(0.3)
+    batched = ds.run(algo, logreg, ring, steps=30, eval_every=10, seeds=seeds,
+                     hparams={"learning_rate": lrs})
+    np.testing.assert_allclose(batched.config["hparams"]["learning_rate"], lrs, rtol=1e-6)
+    for i, (s, lr) in enumerate(zip(seeds, lrs)):
+        one = ds.run(algo, logreg, ring, steps=30, eval_every=10, seed=s, hparams={"learning_rate": lr})
+        for k in ("loss", "grad_norm_sq", "consensus"):
+            np.testing.assert_allclose(batched.metrics[k][i], one.metrics[k], rtol=2e-5, atol=1e-7)
+    assert not np.allclose(batched.metrics["loss"][0], batched.metrics["loss"][1])  # lr matters
+    before = runner.trace_count()
+    ds.run(algo, logreg, ring, steps=30, eval_every=10, seeds=[4, 5, 6, 7],
+           hparams={"learning_rate": [0.01, 0.02, 0.03, 0.04]})
+    assert runner.trace_count() == before
+
+
+def test_per_run_hyperparameters_diverge_alone(quad, ring):
+    hist = ds.run(ds.algorithms.dsgd(0.1), quad, ring, steps=400, eval_every=10, seeds=[0, 0],
+                  hparams={"learning_rate": [0.1, 40.0]})
+    assert hist.diverged.tolist() == [False, True]
+    assert np.all(np.isfinite(hist.metrics["loss"][0]))
+
+
 def _ls_loss(x, batch):
     return 0.5 * jnp.mean(jnp.square(batch["a"] @ x - batch["y"]))
 
@@ -163,6 +189,11 @@ def test_consensus_problem_metric():
     (dict(steps=10, eval_every=0), r"eval_every must be a positive integer"),
     (dict(steps=10, seeds=[]), r"seeds must hold at least one seed"),
     (dict(steps=10, hparams={"gamma": 0.1}), r"not numeric hyperparameters of dsgd; valid: \['learning_rate'\]"),
+    (dict(steps=10, hparams={"learning_rate": [0.1, 0.2]}),
+     r"hparams\['learning_rate'\] must be a number; got \[0.1, 0.2\]. A list of values .* needs seeds="),
+    (dict(steps=10, seeds=[0, 1, 2], hparams={"learning_rate": [0.1, 0.2]}),
+     r"must be a number or a list of 3 numbers, one per seed in seeds=\[0, 1, 2\]"),
+    (dict(steps=10, seeds=[0], hparams={"learning_rate": "fast"}), r"list of 1 numbers.*got 'fast'"),
 ])
 def test_run_argument_errors(quad, ring, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -20,13 +20,14 @@ class CountingRun:
     """Wraps decsim.sweep.run: counts calls and seeds; optionally fails on call number ``fail_on``."""
 
     def __init__(self, fail_on=None):
-        self.calls, self.seeds, self.fail_on = 0, [], fail_on
+        self.calls, self.seeds, self.hparams, self.fail_on = 0, [], [], fail_on
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
         if self.fail_on is not None and self.calls == self.fail_on:
             raise KeyboardInterrupt("simulated interruption")
         self.seeds.append(list(kwargs["seeds"]))
+        self.hparams.append(kwargs.get("hparams"))
         return runner.run(*args, **kwargs)
 
 
@@ -53,7 +54,7 @@ def test_grid_expansion_grouping_and_dotted_paths():
             S.plan(BASE, bad)
 
 
-def test_four_seeds_times_three_learning_rates_compile_once(tmp_path, monkeypatch):
+def test_four_seeds_times_three_learning_rates_are_one_call(tmp_path, monkeypatch):
     counting = CountingRun()
     monkeypatch.setattr(S, "run", counting)
     # shapes no other test uses (5 workers, dim 7), so the programs are surely not cached yet
@@ -63,35 +64,44 @@ def test_four_seeds_times_three_learning_rates_compile_once(tmp_path, monkeypatc
     report = ds.sweep(cfg, grid, str(tmp_path), progress=False)
     traced = {k: runner.TRACE_COUNTS[k] - before.get(k, 0) for k in runner.TRACE_COUNTS}
     assert traced == {"init": 1, "segment": 1}  # one program (of each kind) for all 12 runs
-    assert counting.calls == 3 and all(sorted(s) == [0, 1, 2, 3] for s in counting.seeds)
+    assert counting.calls == 1 and sorted(counting.seeds[0]) == sorted([0, 1, 2, 3] * 3)
+    lrs = counting.hparams[0]["learning_rate"]  # one value per run, paired with its seed
+    assert sorted(zip(counting.seeds[0], lrs)) == sorted((s, lr) for s in range(4) for lr in (0.05, 0.1, 0.2))
     assert (report.total, report.ran, report.skipped, report.diverged) == (12, 12, 0, 0)
     frame = ds.load_results(str(tmp_path), final=True)
     assert len(frame) == 12
     assert sorted(frame.groupby("algorithm.learning_rate")["seed"].nunique()) == [4, 4, 4]
-    # the stored curves are those of a direct run
+    # the stored curves are those of a direct run, and each record holds its own learning rate
     direct = ds.run(ds.algorithms.dsgd(0.2), ds.config.build_problem(cfg), ds.topology.ring(5),
                     steps=40, eval_every=10, seeds=[0, 1, 2, 3])
     hists = ds.sweep.load_histories(str(tmp_path))
+    assert sorted(h.config["hparams"]["learning_rate"] for h in hists.values()) == pytest.approx([0.05, 0.1, 0.2])
     mine = [h for h in hists.values() if h.config["hparams"]["learning_rate"] == pytest.approx(0.2)]
     assert len(mine) == 1 and mine[0].seeds == [0, 1, 2, 3]
-    np.testing.assert_allclose(mine[0].metrics["loss"], direct.metrics["loss"], rtol=1e-6)
+    np.testing.assert_allclose(mine[0].metrics["loss"], direct.metrics["loss"], rtol=2e-6)
+    # a run's share of the call's time: the groups' seconds add up to the one call's
+    record = json.loads(open(os.path.join(str(tmp_path), f"{S.plan(cfg, grid)[0].id}.json")).read())
+    assert record["group_size"] == 12
+    total = sum(h.run_seconds for h in hists.values())
+    assert total == pytest.approx(record["run_seconds"], rel=1e-9)
 
 
 def test_interrupted_sweep_resumes_and_reruns_damaged_files(tmp_path, monkeypatch):
     out = str(tmp_path)
-    grid = {"algorithm.learning_rate": [0.02, 0.05, 0.1, 0.2], "seed": [0, 1]}
+    # four batches of two seeds (data seeds differ, so each is its own call)
+    grid = {"problem.seed": [0, 1, 2, 3], "seed": [0, 1]}
     monkeypatch.setattr(S, "run", CountingRun(fail_on=3))
     with pytest.raises(KeyboardInterrupt):
         ds.sweep(BASE, grid, out, progress=False)
     finished = [p for p in os.listdir(out) if p.endswith(".json")]
-    assert len(finished) == 4  # two groups of two seeds were stored before the interruption
+    assert len(finished) == 4  # two batches of two seeds were stored before the interruption
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 
     counting = CountingRun()
     monkeypatch.setattr(S, "run", counting)
     report = ds.sweep(BASE, grid, out, progress=False)
     assert (report.skipped, report.ran) == (4, 4)
-    assert counting.calls == 2  # only the two unfinished groups
+    assert counting.calls == 2  # only the two unfinished batches
 
     # a truncated NPZ and a garbled JSON are detected and rerun, and only those
     runs = S.plan(BASE, grid)

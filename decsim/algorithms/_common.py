@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-from typing import Callable, Optional
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
