@@ -1,9 +1,12 @@
 """``run()``: one compiled program per (algorithm structure, problem structure, shapes).
 
 A run is ``steps`` iterations of ``algorithm.step`` inside ``lax.scan``: an inner scan of
-``eval_every`` steps followed by the metrics at the worker average, and an outer scan over several
-such chunks per call, so the host only sees the program once per call (it checks for divergence and
-moves the progress bar there), never once per step.
+``eval_every`` steps, and an outer scan over several such chunks per call, so the host only sees
+the program once per call (it checks for divergence and moves the progress bar there), never once
+per step. Each call returns the params at the start and after every chunk; a third program, which
+depends on the problem alone, evaluates the metrics of all of them at once (loss and gradient on
+the full data, consensus, test metrics). Those metrics are most of the compile time of a run, and
+every algorithm run on one problem (with the same shapes and evaluations per call) shares them.
 
 Everything numeric enters the program as an argument: the mixing matrix, the data, the numeric
 hyperparameters (learning rate, gamma, ...). Two runs that differ only in those, or only in the
@@ -35,10 +38,11 @@ _PROGRAMS: "collections.OrderedDict" = collections.OrderedDict()
 _MAX_PROGRAMS = 64  # compiled executables kept (least recently used are dropped)
 _PROGRESS_MIN_SECONDS = 3.0
 _DIVERGENCE_KEYS = ("loss", "grad_norm_sq", "consensus")
+_SNAPSHOT_BUDGET_BYTES = 128 * 2**20  # params snapshots one call may hold (bounds chunks per call)
 
 
 def trace_count(kind: Optional[str] = None) -> int:
-    """How many programs the runner has traced (all kinds, or ``"init"``/``"segment"``)."""
+    """How many programs the runner has traced (all kinds, or ``"init"``/``"segment"``/``"metrics"``)."""
     return sum(TRACE_COUNTS.values()) if kind is None else TRACE_COUNTS[kind]
 
 
@@ -144,19 +148,28 @@ def make_oracle(problem: Problem, data, counts, noise_std):
 # the compiled programs
 
 
-def _evaluate(algo: Algorithm, problem: Problem, state, args):
-    X = algo.params(state)
+def _problem_metrics(problem: Problem, X, margs):
+    """The metrics of the stacked params ``X``: everything that depends on the problem alone."""
     xbar = tree.worker_mean(X)
     objective = _full_objective(problem)
-    loss, grad = jax.value_and_grad(objective)(xbar, args["data"], args["counts"])
+    loss, grad = jax.value_and_grad(objective)(xbar, margs["data"], margs["counts"])
     out = {"loss": loss, "grad_norm_sq": tree.sq_norm(grad), "consensus": tree.consensus_distance(X)}
-    if problem.test_metrics is not None and args["test"] is not None:
-        out.update(problem.test_metrics(xbar, args["test"]))
+    if problem.test_metrics is not None and margs["test"] is not None:
+        out.update(problem.test_metrics(xbar, margs["test"]))
     if problem.extra_metrics is not None:
-        out.update(problem.extra_metrics(X, args["aux"]))
-    if algo.extra_metrics is not None:
-        out.update(algo.extra_metrics(state))
+        out.update(problem.extra_metrics(X, margs["aux"]))
     return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+
+
+def _snapshot(algo: Algorithm, state):
+    """What an evaluation needs of a state: the stacked params and the algorithm's own metrics."""
+    extra = algo.extra_metrics(state) if algo.extra_metrics is not None else {}
+    return algo.params(state), {k: jnp.asarray(v, jnp.float32) for k, v in extra.items()}
+
+
+def _metrics_args(args: dict) -> dict:
+    """The program arguments the metrics read (not the graph: one metrics program serves all)."""
+    return {k: args[k] for k in ("data", "counts", "test", "aux")}
 
 
 def _init_key(run_key):
@@ -168,19 +181,19 @@ def _bind(algo: Algorithm, hparams):
     return algo.rebuild(hparams) if (algo.rebuild is not None and hparams) else algo
 
 
-def _worker_constraint(mesh, n: int):
-    """``state -> state`` pinning every leaf with a leading worker axis to the mesh split and the
-    rest to replication (identity without a mesh), so that a program's output state has exactly
-    the sharding its next call expects."""
+def _worker_constraint(mesh, n: int, axis: int = 0):
+    """``tree -> tree`` pinning every leaf whose ``axis`` is the worker axis (length n) to the mesh
+    split along it and the rest to replication (identity without a mesh), so that a program's
+    outputs have exactly the sharding the next program expects."""
     if mesh is None:
         return lambda state: state
     from jax.sharding import NamedSharding, PartitionSpec
 
-    split = NamedSharding(mesh, PartitionSpec("workers"))
+    split = NamedSharding(mesh, PartitionSpec(*([None] * axis), "workers"))
     whole = NamedSharding(mesh, PartitionSpec())
 
     def pin(a):
-        spec = split if (jnp.ndim(a) >= 1 and a.shape[0] == n) else whole
+        spec = split if (jnp.ndim(a) > axis and a.shape[axis] == n) else whole
         return jax.lax.with_sharding_constraint(a, spec)
 
     return lambda state: jax.tree.map(pin, state)
@@ -190,14 +203,18 @@ def _make_init(algo: Algorithm, problem: Problem, constrain):
     def init(hparams, run_key, args):
         TRACE_COUNTS["init"] += 1
         a = _bind(algo, hparams)
-        state = constrain(a.init(args["params0"], _init_key(run_key)))
-        return state, _evaluate(a, problem, state, args)
+        return constrain(a.init(args["params0"], _init_key(run_key)))
 
     return init
 
 
 def _make_segment(algo: Algorithm, problem: Problem, gplan: GossipPlan, eval_every: int, chunks: int,
-                  constrain):
+                  constrain, constrain_stacked):
+    """``chunks`` chunks of ``eval_every`` steps. Returns the new state, the cost of each chunk and
+    ``chunks + 1`` snapshots (:func:`_snapshot`, stacked): the incoming state's, then the state
+    after each chunk. The metrics program evaluates them (all of them on a run's first call, the
+    incoming one, evaluated by the previous call, being skipped afterwards)."""
+
     def segment(hparams, state, t0, run_key, args):
         TRACE_COUNTS["segment"] += 1
         a = _bind(algo, hparams)
@@ -211,12 +228,35 @@ def _make_segment(algo: Algorithm, problem: Problem, gplan: GossipPlan, eval_eve
         def chunk(state, c):
             ts = t0 + c * eval_every + jnp.arange(eval_every, dtype=jnp.int32)
             state, costs = jax.lax.scan(one_step, state, ts)
-            return state, (jnp.sum(costs, axis=0), _evaluate(a, problem, state, args))
+            return state, (jnp.sum(costs, axis=0), _snapshot(a, state))
 
-        state, (costs, metrics) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
-        return constrain(state), costs, metrics
+        first = _snapshot(a, state)
+        state, (costs, snaps) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
+        snaps = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s]), first, snaps)
+        return constrain(state), costs.reshape(chunks, 3), constrain_stacked(snaps)
 
     return segment
+
+
+def _make_metrics(problem: Problem):
+    """``(Xs, start, margs) -> metrics``: the problem's metrics of the stacked params snapshots
+    ``Xs`` (leaves ``[k, n, ...]``) from index ``start`` on (entries before it are 0). It depends
+    on the problem alone, so every algorithm run on one problem (with the same shapes) shares one
+    compiled program; the metrics are most of the compile time of a run."""
+
+    def metrics(Xs, start, margs):
+        TRACE_COUNTS["metrics"] += 1
+        k = jax.tree.leaves(Xs)[0].shape[0]
+
+        def one(c):
+            X = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, c, keepdims=False), Xs)
+            return _problem_metrics(problem, X, margs)
+
+        out = jax.tree.map(lambda v: jnp.zeros((k,) + v.shape, v.dtype), jax.eval_shape(one, 0))
+        body = lambda c, out: jax.tree.map(lambda o, v: o.at[c].set(v), out, one(c))
+        return jax.lax.fori_loop(start, k, body, out)
+
+    return metrics
 
 
 def _signature(args) -> tuple:
@@ -225,7 +265,12 @@ def _signature(args) -> tuple:
 
 
 def _problem_key(problem: Problem) -> tuple:
-    return (problem.loss_fn, problem.batch_size, problem.noise_std > 0, _is_uniform(problem),
+    return (problem.loss_fn, problem.batch_size, problem.noise_std > 0) + _metrics_key(problem)
+
+
+def _metrics_key(problem: Problem) -> tuple:
+    """What the metrics program depends on besides shapes (not the batch size, noise or graph)."""
+    return (problem.loss_fn, _is_uniform(problem),
             problem.test_metrics if problem.test_data is not None else None, problem.extra_metrics)
 
 
@@ -264,12 +309,13 @@ def _default_eval_every(steps: int) -> int:
     return max(d for d in range(1, target + 1) if steps % d == 0)
 
 
-def _chunks_per_call(n_evals: int, eval_every: int) -> int:
+def _chunks_per_call(n_evals: int, eval_every: int, max_chunks: int) -> int:
     """A divisor of n_evals, so every call runs the same program: about 10 calls per run, each at
-    most ~5000 steps (so the host sees a long run often enough for a progress bar)."""
+    most ~5000 steps (so the host sees a long run often enough for a progress bar) and holding at
+    most ``max_chunks`` params snapshots (memory)."""
     if n_evals == 0:
-        return 1
-    cap = max(1, min(math.ceil(n_evals / 10), max(1, 5000 // eval_every)))
+        return 0  # steps == 0: one call that only evaluates the initial state
+    cap = max(1, min(math.ceil(n_evals / 10), max(1, 5000 // eval_every), max_chunks))
     return max(d for d in range(1, cap + 1) if n_evals % d == 0)
 
 
@@ -386,7 +432,9 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         or ``"roll"`` (circulant graphs); see :mod:`decsim.gossip`. All give the same results.
       devices: shard the worker axis over these devices (a 1-D ``jax.sharding.Mesh``), e.g.
         ``jax.devices()``; n must be a multiple of their number. XLA inserts the collectives that
-        gossip needs; results equal the unsharded run.
+        gossip needs; results equal the unsharded run. After ``jax.distributed.initialize()``,
+        ``jax.devices()`` spans every process (host): run the same script in each, and each gets
+        the whole History.
 
     Returns:
       A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
@@ -424,39 +472,46 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     if mesh is not None:
         args, keys, hp = _place(args, keys, hp, mesh)
     n_evals = steps // eval_every
-    chunks = _chunks_per_call(n_evals, eval_every)
+    snapshot_bytes = 4 * len(seed_list) * sum(int(np.size(a)) for a in jax.tree.leaves(problem.params0))
+    chunks = _chunks_per_call(n_evals, eval_every, max(1, _SNAPSHOT_BUDGET_BYTES // snapshot_bytes))
     prog_key = (_algo_key(algorithm), _problem_key(problem), _mesh_key(mesh))
 
     compile_seconds = 0.0
     constrain = _worker_constraint(mesh, problem.n_workers)
+    constrain_stacked = _worker_constraint(mesh, problem.n_workers, axis=1)
     init_prog, secs = _compiled("init", lambda: _make_init(algorithm, problem, constrain), prog_key,
                                 (hp, keys, args), batched, (hp_axes, 0, None))
     compile_seconds += secs
-    state, metrics0 = init_prog(hp, keys, args)
+    state = init_prog(hp, keys, args)
     t0 = jnp.zeros((), jnp.int32)
-    seg_prog = None
-    if n_evals:
-        seg_prog, secs = _compiled(
-            "segment", lambda: _make_segment(algorithm, problem, gplan, eval_every, chunks, constrain),
-            prog_key + (gplan.key, eval_every, chunks), (hp, state, t0, keys, args), batched,
-            (hp_axes, 0, None, 0, None))
-        compile_seconds += secs
+    seg_prog, secs = _compiled(
+        "segment", lambda: _make_segment(algorithm, problem, gplan, eval_every, chunks, constrain,
+                                         constrain_stacked),
+        prog_key + (gplan.key, eval_every, chunks), (hp, state, t0, keys, args), batched,
+        (hp_axes, 0, None, 0, None))
+    compile_seconds += secs
 
     start = time.perf_counter()
     n_seeds = len(seed_list)
-    names = list(metrics0)
-
-    def host(m):  # -> {name: [n_seeds, k]}
-        return {k: np.asarray(v, np.float64).reshape(n_seeds, -1) for k, v in m.items()}
-
-    records = [host(metrics0)]
-    cost_chunks = []
+    margs = _metrics_args(args)
+    metrics_prog = None
+    records, cost_chunks = [], []
     bar = None
     done_steps = 0
-    diverged = ~_finite(records[0], n_seeds)
-    while done_steps < steps and not diverged.all():
-        state, costs, metrics = seg_prog(hp, state, jnp.asarray(done_steps, jnp.int32), keys, args)
-        records.append(host(metrics))
+    diverged = np.zeros(n_seeds, dtype=bool)
+    while not records or (done_steps < steps and not diverged.all()):
+        state, costs, (Xs, extras) = seg_prog(hp, state, jnp.asarray(done_steps, jnp.int32), keys, args)
+        if metrics_prog is None:  # compiled on the first snapshots (shapes and sharding)
+            tic = time.perf_counter()
+            metrics_prog, secs = _compiled("metrics", lambda: _make_metrics(problem),
+                                           _metrics_key(problem) + (_mesh_key(mesh),),
+                                           (Xs, t0, margs), batched, (0, None, None))
+            compile_seconds += secs
+            start += time.perf_counter() - tic  # run_seconds excludes it
+        first = 0 if not records else 1  # the incoming state was the previous call's last snapshot
+        metrics = {**metrics_prog(Xs, jnp.asarray(first, jnp.int32), margs), **extras}
+        records.append({k: np.asarray(v, np.float64).reshape(n_seeds, -1)[:, first:]
+                        for k, v in metrics.items()})
         cost_chunks.append(np.asarray(costs, np.float64).reshape(n_seeds, chunks, 3))
         done_steps += chunks * eval_every
         diverged |= ~_finite(records[-1], n_seeds)
@@ -476,6 +531,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     jax.block_until_ready(state)
     run_seconds = time.perf_counter() - start
 
+    names = list(records[0])
     evals_done = sum(r[names[0]].shape[1] for r in records)
     metrics = {k: np.concatenate([r[k] for r in records], axis=1) for k in names}
     per_chunk = np.concatenate(cost_chunks, axis=1) if cost_chunks else np.zeros((n_seeds, 0, 3))
@@ -502,8 +558,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
             for k in metrics:
                 metrics[k][s, first:] = np.nan
 
-    params = tree.to_numpy(algorithm.params(state)) if not batched else tree.to_numpy(
-        jax.vmap(algorithm.params)(state))
+    params = _fetch(algorithm.params(state) if not batched else jax.vmap(algorithm.params)(state))
     if not batched:
         metrics = {k: v[0] for k, v in metrics.items()}
     config = {
@@ -564,6 +619,20 @@ def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps
         return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), record(state), rest)
 
     return tree.to_numpy(go(args))
+
+
+def _fetch(stacked):
+    """Device pytree -> numpy pytree, also when the worker axis spans several processes (a mesh
+    over hosts after ``jax.distributed.initialize()``): each process then gets the whole array."""
+
+    def one(a):
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            a = multihost_utils.process_allgather(a, tiled=True)
+        return np.asarray(a)
+
+    return jax.tree.map(one, stacked)
 
 
 def _finite(record: dict, n_seeds: int) -> np.ndarray:

@@ -184,3 +184,45 @@ def test_sharded_run_equals_unsharded():
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED-OK" in proc.stdout
+
+
+@pytest.mark.slow
+def test_run_sharded_over_two_processes_equals_one_device():
+    """Two processes of two CPU devices each, joined by ``jax.distributed.initialize()`` (as hosts
+    would be): a run sharded over all four devices equals the same run on one local device, in
+    both processes, for one seed and for vmapped seeds."""
+    import socket
+
+    with socket.socket() as sock:  # a free port on this machine for the coordinator
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code = textwrap.dedent(f"""
+        import sys, jax, numpy as np
+        jax.distributed.initialize(coordinator_address="127.0.0.1:{port}", num_processes=2,
+                                   process_id=int(sys.argv[1]))
+        import decsim as ds
+        assert len(jax.devices()) == 4 and len(jax.local_devices()) == 2, jax.devices()
+        prob = ds.problems.logistic_regression(8, "digits", batch_size=8, seed=0)
+        topo, algo = ds.topology.ring(8), ds.algorithms.dsgd(0.2)
+        for seeds in (None, [0, 1]):
+            kw = dict(steps=20, eval_every=10, seed=3, seeds=seeds)
+            a = ds.run(algo, prob, topo, devices=jax.local_devices()[:1], **kw)
+            b = ds.run(algo, prob, topo, devices=jax.devices(), **kw)
+            assert b.config["devices"] == 4
+            for k in a.metrics:
+                np.testing.assert_allclose(a.metrics[k], b.metrics[k], rtol=2e-5, atol=1e-6)
+            for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+                np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+        print("PROCESSES-OK")
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "PROCESSES-OK" in out

@@ -1,5 +1,6 @@
 """The compiled runner: metrics, costs, determinism, vmapped seeds, divergence, tracing, validation."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,9 +110,27 @@ def test_no_retrace_between_seeds_hyperparameters_and_topologies(logreg, ring):
     assert runner.trace_count() == before
     ds.run(ds.algorithms.dsgd(0.1), logreg, ring, steps=20, eval_every=10, seeds=[0, 1])
     after_batched = runner.trace_count()
-    assert after_batched == before + 2  # init + segment, once for the batched shape
+    assert after_batched == before + 3  # init, segment and metrics, once for the batched shape
     ds.run(ds.algorithms.dsgd(0.2), logreg, ring, steps=20, eval_every=10, seeds=[5, 6])
     assert runner.trace_count() == after_batched
+
+
+def test_algorithms_on_one_problem_share_the_metrics_program(logreg, ring):
+    """The metrics (loss and gradient on the full data, test metrics) are a program of their own,
+    keyed by the problem: a second algorithm on the same problem compiles only its own steps, and
+    its metrics equal those computed inside a fresh program."""
+    # a shape no other test uses (8 evaluations per call), so the first run surely compiles
+    ds.run(ds.algorithms.dsgd(0.1), logreg, ring, steps=80, eval_every=1)
+    before = dict(runner.TRACE_COUNTS)
+    hist = ds.run(ds.algorithms.gradient_tracking(0.1), logreg, ring, steps=80, eval_every=1)
+    traced = {k: runner.TRACE_COUNTS[k] - before.get(k, 0) for k in runner.TRACE_COUNTS}
+    assert traced["segment"] == 1 and traced["metrics"] == 0  # (its init may be cached already)
+    # the stored metrics are those of the returned iterates: recompute the last one directly
+    X = hist.params
+    xbar = jax.tree.map(lambda a: a.mean(axis=0), X)
+    f = ds.problems.full_loss(logreg)
+    np.testing.assert_allclose(hist.metrics["loss"][-1], float(f(xbar)), rtol=1e-5)
+    assert hist.metrics["loss"].shape == (81,) and np.all(np.isfinite(hist.metrics["loss"]))
 
 
 def test_hparams_override_equals_rebuilt_algorithm(quad, ring):

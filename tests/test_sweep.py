@@ -63,7 +63,7 @@ def test_four_seeds_times_three_learning_rates_are_one_call(tmp_path, monkeypatc
     grid = {"seed": [0, 1, 2, 3], "algorithm.learning_rate": [0.05, 0.1, 0.2]}
     report = ds.sweep(cfg, grid, str(tmp_path), progress=False)
     traced = {k: runner.TRACE_COUNTS[k] - before.get(k, 0) for k in runner.TRACE_COUNTS}
-    assert traced == {"init": 1, "segment": 1}  # one program (of each kind) for all 12 runs
+    assert traced == {"init": 1, "segment": 1, "metrics": 1}  # one program of each kind, 12 runs
     assert counting.calls == 1 and sorted(counting.seeds[0]) == sorted([0, 1, 2, 3] * 3)
     lrs = counting.hparams[0]["learning_rate"]  # one value per run, paired with its seed
     assert sorted(zip(counting.seeds[0], lrs)) == sorted((s, lr) for s in range(4) for lr in (0.05, 0.1, 0.2))
