@@ -6,7 +6,7 @@ What it measures
 partition) over ``ds.topology.ring(n)``, for n = 1, 2, 4, ..., 256. For every n:
 
 * ``compile_s``: ``History.compile_seconds`` of the *first* ``ds.run`` call at this n (trace +
-  XLA compile of the init and segment programs). If the step count is then re-chosen (see below),
+  XLA compile of the init, segment and metrics programs). If the step count is then re-chosen (see below),
   the segment program is compiled once more; that extra time is reported as ``recompile_s``.
 * steady-state speed: after a warm-up call with exactly the timed shapes (so nothing is compiled
   inside the timing), ``--repeats`` timed calls; ``History.run_seconds`` (which excludes
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     print()
     print(format_table(rows))
     print()
-    print("  compile_s: History.compile_seconds of the first call at this n (init + segment programs)")
+    print("  compile_s: History.compile_seconds of the first call at this n (init, segment and metrics programs)")
     print("  recompile_s: segment program compiled again after the probe chose a larger step count")
     print("  run_s: median History.run_seconds (excludes compilation); worker-steps/s = n*steps/run_s")
     print("  traces warm->after: trace_count() after the warm-up call and after the timed calls "
