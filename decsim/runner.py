@@ -38,7 +38,10 @@ _PROGRAMS: "collections.OrderedDict" = collections.OrderedDict()
 _MAX_PROGRAMS = 64  # compiled executables kept (least recently used are dropped)
 _PROGRESS_MIN_SECONDS = 3.0
 _DIVERGENCE_KEYS = ("loss", "grad_norm_sq", "consensus")
-_SNAPSHOT_BUDGET_BYTES = 128 * 2**20  # params snapshots one call may hold (bounds chunks per call)
+# Params snapshots one call may hold (it bounds the chunks per call). A call holds chunks + 1 of
+# them, so at least two: for a model of P bytes (all workers), a run needs about 2P of device
+# memory beyond the algorithm's own state, which holds one to four copies of the params already.
+_SNAPSHOT_BUDGET_BYTES = 128 * 2**20
 
 
 def trace_count(kind: Optional[str] = None) -> int:
