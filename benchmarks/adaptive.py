@@ -111,7 +111,7 @@ def compare(steps: int, n: int, n_samples: int, grids: dict, partitions, seeds, 
         prob = ds.problems.factorization_machine(n, partition=partition, n_samples=n_samples,
                                                  batch_size=32, seed=0)
         comp = C.qsgd(16)
-        gamma = C.tune_gamma(topo, comp, ds.tree.leaf_sizes(prob.params0), rounds=300)
+        gamma = ds.algorithms.tune_gamma(topo, comp, ds.tree.leaf_sizes(prob.params0), rounds=300)
         factories = {
             "dsgd": ds.algorithms.dsgd,
             "dadam": adaptive.dadam,

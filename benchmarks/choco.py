@@ -121,7 +121,7 @@ def consensus_experiment(n=25, d=2000, rounds=5000, seed=0, verbose=True):
     record("exact gossip", choco.choco_gossip(1.0, C.identity()), 1.0, 0.0)
     for label, comp in CONSENSUS_COMPRESSORS.items():
         start = time.perf_counter()
-        gamma = C.tune_gamma(topo, comp, d, seed=seed)
+        gamma = ds.algorithms.tune_gamma(topo, comp, d, seed=seed)
         tune_s = time.perf_counter() - start
         record(f"choco-gossip {label}", choco.choco_gossip(gamma, comp), gamma, tune_s)
         record(f"naive gossip {label}", choco.naive_compressed_gossip(gamma, comp), gamma, 0.0)
@@ -159,7 +159,7 @@ def logistic_experiment(partition, steps=2000, seeds=(0, 1, 2), lr=0.1, batch_si
     sizes = ds.tree.leaf_sizes(prob.params0)
     gammas = {}
     for label, comp in (("top-1%", C.top_k(0.01)), ("qsgd 4-bit", C.qsgd(16))):
-        gammas[label] = C.tune_gamma(topo, comp, sizes)
+        gammas[label] = ds.algorithms.tune_gamma(topo, comp, sizes)
     methods = {
         "centralized SGD": ds.algorithms.centralized_sgd(lr),
         "exact D-SGD": ds.algorithms.dsgd(lr),

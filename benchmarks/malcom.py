@@ -50,7 +50,7 @@ def main():
     for model, prob in models.items():
         d = ds.tree.size(prob.params0)
         for topo in (ds.topology.ring(n), ds.topology.complete(n)):
-            gamma = C.tune_gamma(topo, C.dithered(s), d, seed=0)
+            gamma = ds.algorithms.tune_gamma(topo, C.dithered(s), d, seed=0)
             runs = {
                 "Choco-SGD (fixed-length)": choco_sgd(0.2, gamma, C.dithered(s)),
                 "MALCOM-PSGD (Elias, l1)": malcom_psgd(0.2, gamma, args.l1, levels=s),

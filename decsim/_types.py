@@ -8,6 +8,7 @@ everything else is ``jax.vmap`` over axis 0.
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
@@ -61,34 +62,40 @@ class Compressor(NamedTuple):
 class Algorithm(NamedTuple):
     """A decentralized algorithm: a NamedTuple of pure functions built by a factory.
 
+    The factory runs once, on the host, with concrete values (so it validates with plain Python)
+    and closes over the algorithm's structure (which compressor, how many rounds); the numbers one
+    sweeps travel as data in ``hparams`` (optax's ``inject_hyperparams`` idea). The structural part
+    is memoized, so equal structure gives the very same ``step`` and one compiled program serves
+    every value of the hyperparameters. Any NamedTuple (or object) with ``init``, ``step``,
+    ``params`` and ``hparams`` works with :func:`decsim.run`; the other fields are optional.
+
     Attributes:
       init: ``(params0_stacked, key) -> state``.
-      step: ``(state, oracle, mixer, key) -> (state, StepCost)``. ``oracle(X, key)`` returns the
-        stacked stochastic gradients at ``X`` (one key per worker is derived from ``key``);
+      step: ``(state, hparams, oracle, mixer, key) -> (state, StepCost)``. ``hparams`` is a dict
+        like :attr:`hparams` whose values may be traced float32 scalars; ``oracle(X, key)`` returns
+        the stacked stochastic gradients at ``X`` (one key per worker is derived from ``key``);
         ``mixer(Z)`` is one gossip round ``W Z``.
       params: ``state -> stacked params`` (the point at which metrics are taken).
+      hparams: the numeric hyperparameters and their values, e.g. ``{"learning_rate": 0.1}``:
+        traced and vmappable (``ds.run(..., hparams={"learning_rate": [0.1, 0.2]})``).
       name: the factory's name, e.g. ``"dsgd"``.
-      config: every argument the factory was called with (for records and sweeps).
+      args: the arguments the factory was called with (a record for results; not used to run).
       validate: optional ``topology -> None`` check run by the runner before compiling (raises
         ``ValueError``), e.g. D²'s condition on the smallest eigenvalue of W.
+      check_hparams: optional ``dict -> None``: checks concrete hyperparameter values (raises
+        ``ValueError``); the runner applies it to every run's values before compiling.
       extra_metrics: optional ``state -> dict`` of additional scalar metrics.
-      rebuild: ``numeric_hparams -> Algorithm``: the same algorithm with its numeric hyperparameters
-        replaced (possibly by traced arrays). The runner uses it so that runs differing only in
-        learning rate or gamma share one compiled program.
-      hparams: the numeric hyperparameters (name -> float), the part that ``rebuild`` takes.
-      structure: a hashable key of everything that is not in ``hparams`` (compiled-program cache key).
     """
 
     init: Callable
     step: Callable
     params: Callable
+    hparams: Any = types.MappingProxyType({})
     name: str = "algorithm"
-    config: Any = None
+    args: Any = None
     validate: Optional[Callable] = None
+    check_hparams: Optional[Callable] = None
     extra_metrics: Optional[Callable] = None
-    rebuild: Optional[Callable] = None
-    hparams: Any = None
-    structure: Any = None
 
 
 class Problem(NamedTuple):
@@ -163,6 +170,75 @@ class History:
     def batched(self) -> bool:
         """True when the run had a leading seed axis."""
         return isinstance(self.seeds, (list, tuple))
+
+    @property
+    def n_runs(self) -> int:
+        """How many runs this History holds (1 unless run with ``seeds=``)."""
+        return len(self.seeds) if self.batched else 1
+
+    def select(self, i: int) -> "History":
+        """Run ``i`` of a batched History as a History of its own (unbatched: metrics
+        ``[n_evals]``, params ``[n, ...]``, its own seed and hyperparameter values). On an
+        unbatched History, ``select(0)`` is the run itself; so consumers never branch on
+        ``batched``."""
+        n = self.n_runs
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise ValueError(f"select(i) needs an integer run index in [0, {n}); got i={i!r}.")
+        if not self.batched:
+            return dataclasses.replace(self, config=dict(self.config))
+        i = int(i) % n
+        import jax
+
+        config = dict(self.config)
+        if isinstance(config.get("hparams"), dict):
+            config["hparams"] = {k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v)
+                                 for k, v in config["hparams"].items()}
+        return History(
+            steps=self.steps,
+            metrics={k: np.asarray(v)[i] for k, v in self.metrics.items()},
+            params=jax.tree.map(lambda a: np.asarray(a)[i], self.params),
+            diverged=bool(np.asarray(self.diverged)[i]),
+            diverged_step=int(np.asarray(self.diverged_step)[i]),
+            seeds=self.seeds[i],
+            config=config,
+            compile_seconds=self.compile_seconds,
+            run_seconds=self.run_seconds,
+        )
+
+    @staticmethod
+    def stack(histories) -> "History":
+        """One batched History from several runs (each batched or not) with the same
+        evaluation steps: the inverse of :meth:`select`. Hyperparameter values become one list
+        entry per run; times add up."""
+        runs = [r for h in histories for r in (h.select(j) for j in range(h.n_runs))]
+        if not runs:
+            raise ValueError("History.stack needs at least one History; got none.")
+        steps = runs[0].steps
+        for r in runs[1:]:
+            if r.steps.shape != steps.shape or np.any(r.steps != steps):
+                raise ValueError("History.stack needs runs evaluated at the same steps; got "
+                                 f"{len(steps)} and {len(r.steps)} evaluations.")
+            if set(r.metrics) != set(runs[0].metrics):
+                raise ValueError("History.stack needs runs with the same metrics; got "
+                                 f"{sorted(runs[0].metrics)} and {sorted(r.metrics)}.")
+        import jax
+
+        config = dict(runs[0].config)
+        hp = [r.config.get("hparams") or {} for r in runs]
+        if hp and all(isinstance(h, dict) for h in hp):
+            config["hparams"] = {k: [h.get(k) for h in hp] for k in hp[0]}
+        return History(
+            steps=steps,
+            metrics={k: np.stack([np.asarray(r.metrics[k]) for r in runs]) for k in runs[0].metrics},
+            params=jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]),
+                                *[r.params for r in runs]),
+            diverged=np.array([r.diverged for r in runs], dtype=bool),
+            diverged_step=np.array([r.diverged_step for r in runs], dtype=np.int64),
+            seeds=[r.seeds for r in runs],
+            config=config,
+            compile_seconds=sum(h.compile_seconds for h in histories),
+            run_seconds=sum(h.run_seconds for h in histories),
+        )
 
     def final(self, name: str):
         """Last finite value of a metric (per seed when batched)."""

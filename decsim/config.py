@@ -83,12 +83,10 @@ def algorithms() -> dict:
 
 
 def compressors() -> dict:
-    """name -> factory: ``decsim.compression.REGISTRY`` (empty when that module is absent)."""
-    try:
-        from . import compression as C
-    except ImportError:  # pragma: no cover - the compression module is optional here
-        return {}
-    return dict(getattr(C, "REGISTRY", {}))
+    """name -> factory: ``decsim.compression.REGISTRY``."""
+    from . import compression as C
+
+    return dict(C.REGISTRY)
 
 
 def topologies() -> dict:
@@ -120,18 +118,11 @@ def topology_modifiers() -> dict:
 
 
 def problems() -> dict:
-    """name -> constructor: every public function of ``decsim.problems`` whose first parameter is
-    ``n_workers`` (quadratic, logistic_regression, mlp, consensus, ...)."""
+    """name -> constructor: ``decsim.problems.REGISTRY`` (the constructors whose first argument
+    is ``n_workers``: quadratic, logistic_regression, mlp, consensus, ...)."""
     from . import problems as P
 
-    out = {}
-    for name, fn in vars(P).items():
-        if name.startswith("_") or not inspect.isfunction(fn):
-            continue
-        params = list(inspect.signature(fn).parameters)
-        if params and params[0] == "n_workers":
-            out[name] = fn
-    return out
+    return dict(P.REGISTRY)
 
 
 def schedules() -> dict:
@@ -374,7 +365,7 @@ def canonical(cfg: dict) -> dict:
         raise _unknown("algorithm", "algorithm", table["name"], registry)
     factory = registry[table["name"]]
     algo = _canonical_call(table, factory, f"algorithm {table['name']}", "algorithm")
-    for k in getattr(factory, "numeric", ()):  # 1 and 1.0 are the same learning rate (and hash)
+    for k in _algorithm_of(algo).hparams:  # 1 and 1.0 are the same learning rate (and hash)
         if isinstance(algo.get(k), numbers.Integral) and not isinstance(algo[k], bool):
             algo[k] = float(algo[k])
     out["algorithm"] = algo
@@ -453,13 +444,10 @@ def config_hash(cfg: dict) -> str:
 
 
 def numeric_hparams(cfg: dict) -> dict:
-    """The algorithm's numeric hyperparameters in this config (the arguments its factory declares
-    ``numeric`` and that are plain numbers): runs differing only in these share a compiled program."""
+    """The algorithm's numeric hyperparameters in this config: ``build_algorithm(cfg).hparams``
+    with the config's own values (runs differing only in these share a compiled program)."""
     c = canonical(cfg)
-    factory = algorithms()[c["algorithm"]["name"]]
-    numeric = getattr(factory, "numeric", ())
-    return {k: v for k, v in c["algorithm"].items()
-            if k in numeric and isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    return {k: c["algorithm"][k] for k in _algorithm_of(c["algorithm"]).hparams}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,12 +497,16 @@ def _optax(key: str):
     return fn(**{k: _build_value(v) for k, v in table.items()})
 
 
-def build_algorithm(cfg: dict):
-    """The Algorithm of a (canonical or raw) run config."""
-    c = canonical(cfg)
-    table = dict(c["algorithm"])
+def _algorithm_of(table: dict):
+    """The Algorithm of a checked algorithm table ``{name, **args}``."""
+    table = dict(table)
     fn = algorithms()[table.pop("name")]
     return fn(**{k: _build_value(v) for k, v in table.items()})
+
+
+def build_algorithm(cfg: dict):
+    """The Algorithm of a (canonical or raw) run config."""
+    return _algorithm_of(canonical(cfg)["algorithm"])
 
 
 def build_problem(cfg: dict):

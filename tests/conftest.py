@@ -1,5 +1,5 @@
 """Shared test configuration: strict dtype and rank promotion, so silent upcasts and accidental
-broadcasting fail loudly (DESIGN.md section 4, item 7)."""
+broadcasting fail loudly (DESIGN.md section 4, item 7), and the shared fixtures."""
 
 import os
 
@@ -17,3 +17,28 @@ def _no_float64():
     # decsim runs in float32; make sure no test silently enables x64
     assert not jax.config.jax_enable_x64
     yield
+
+
+@pytest.fixture(scope="session")
+def ls():
+    """Heterogeneous least squares ``(problem, A, y)`` (tests/_reference.py)."""
+    from ._reference import least_squares
+
+    return least_squares()
+
+
+@pytest.fixture(scope="session")
+def topo():
+    """A ring of N = 5 workers (metropolis weights 1/3; lambda_min = -0.206 > -1/3)."""
+    import decsim as ds
+
+    from ._reference import N
+
+    return ds.topology.ring(N)
+
+
+@pytest.fixture(scope="session")
+def two_leaf():
+    from ._reference import two_leaf_problem
+
+    return two_leaf_problem()

@@ -1,29 +1,46 @@
-"""One table of example constructions, one row per registered algorithm, for the shared contract
-tests. Adding an algorithm = one factory + one row here (a test checks the table is complete)."""
+"""One table per concept, one row per registry entry, read by the shared contract tests
+(tests/test_contract.py). Adding an algorithm = one factory + one row here (a test checks the table
+covers the registry).
+
+ALGORITHMS: name -> (make, hparams, cost). ``make(**hparams)`` builds the algorithm with those
+numeric hyperparameters (its structural arguments fixed in the lambda); ``cost`` is the exact
+``(grad_evals, comm_rounds, bits)`` of one step on the two-leaf model of tests/_reference.py
+(d = 8: a [3, 2] weight and a [2] bias) on a ring of N = 5 workers.
+"""
 
 import decsim as ds
 
 A = ds.algorithms
 C = ds.compression
 
-# name -> (constructor, numeric hyperparameters it was built with, uses gradients)
-ALGORITHM_EXAMPLES = {
-    "centralized_sgd": (lambda lr=0.05: A.centralized_sgd(lr), True),
-    "dsgd": (lambda lr=0.05: A.dsgd(lr), True),
-    "dpsgd": (lambda lr=0.05: A.dpsgd(lr), True),
-    "gradient_tracking": (lambda lr=0.05: A.gradient_tracking(lr), True),
-    "d2": (lambda lr=0.05: A.d2(lr), True),
-    "exact_diffusion": (lambda lr=0.05: A.exact_diffusion(lr), True),
-    "detag": (lambda lr=0.05: A.detag(lr, 3), True),
-    "accelerated_gossip": (lambda lr=None: A.accelerated_gossip(3), False),
-    "choco_sgd": (lambda lr=0.05: A.choco_sgd(lr, 0.5, C.top_k(0.5)), True),
-    "choco_gossip": (lambda lr=None: A.choco_gossip(0.3, C.top_k(0.5)), False),
-    "naive_compressed_gossip": (lambda lr=None: A.naive_compressed_gossip(0.3, C.top_k(0.5)), False),
-    "dcd_psgd": (lambda lr=0.05: A.dcd_psgd(lr, C.qsgd(16, unbiased=True)), True),
-    "deepsqueeze": (lambda lr=0.05: A.deepsqueeze(lr, 0.5, C.top_k(0.5)), True),
-    "dadam": (lambda lr=0.05: A.dadam(lr), True),
-    "damsgrad": (lambda lr=0.05: A.damsgrad(lr), True),
-    "dadagrad": (lambda lr=0.05: A.dadagrad(lr), True),
-    "ada_choco_sgd": (lambda lr=0.05: A.ada_choco_sgd(lr, 0.5, C.top_k(0.5)), True),
-    "malcom_psgd": (lambda lr=0.05: A.malcom_psgd(lr, 0.5, 0.01, levels=16), True),
+D = 8  # parameters of the two-leaf model
+DENSE = 32 * D  # one dense float32 vector
+TK = C.top_k(0.5)  # deterministic: k = 3 of 6 and 1 of 2
+TK_BITS = 3 * (32 + 3) + 1 * (32 + 1)  # values + indices of each kept entry, per leaf
+LR = {"learning_rate": 0.05}
+LR_G = {"learning_rate": 0.05, "gamma": 0.3}
+
+ALGORITHMS = {
+    "centralized_sgd": (lambda **h: A.centralized_sgd(**h), LR, (1, 1, 2 * 4 / 5 * DENSE)),
+    "dsgd": (lambda **h: A.dsgd(**h), LR, (1, 1, DENSE)),
+    "dpsgd": (lambda **h: A.dpsgd(**h), LR, (1, 1, DENSE)),
+    "gradient_tracking": (lambda **h: A.gradient_tracking(**h), LR, (1, 1, 2 * DENSE)),
+    "d2": (lambda **h: A.d2(**h), LR, (1, 1, DENSE)),
+    "exact_diffusion": (lambda **h: A.exact_diffusion(**h), LR, (1, 1, DENSE)),
+    "detag": (lambda **h: A.detag(rounds=3, **h), LR, (3, 3, 3 * 2 * DENSE)),
+    "accelerated_gossip": (lambda **h: A.accelerated_gossip(3, **h), {}, (0, 3, 3 * DENSE)),
+    "choco_sgd": (lambda **h: A.choco_sgd(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
+    "choco_gossip": (lambda **h: A.choco_gossip(compressor=TK, **h), {"gamma": 0.3},
+                     (0, 1, TK_BITS)),
+    "naive_compressed_gossip": (lambda **h: A.naive_compressed_gossip(compressor=TK, **h),
+                                {"gamma": 0.3}, (0, 1, TK_BITS)),
+    "dcd_psgd": (lambda **h: A.dcd_psgd(compressor=C.identity(), **h), LR, (1, 1, DENSE)),
+    "deepsqueeze": (lambda **h: A.deepsqueeze(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
+    "dadam": (lambda **h: A.dadam(**h), LR, (1, 1, DENSE)),
+    "damsgrad": (lambda **h: A.damsgrad(**h), LR, (1, 1, 2 * DENSE)),
+    "dadagrad": (lambda **h: A.dadagrad(**h), LR, (1, 1, 2 * DENSE)),
+    "ada_choco_sgd": (lambda **h: A.ada_choco_sgd(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
+    # exact messages (levels=None) make the bits exact; the coded bits are tested in test_malcom
+    "malcom_psgd": (lambda **h: A.malcom_psgd(levels=None, **h),
+                    {"learning_rate": 0.05, "gamma": 0.3, "l1": 0.01}, (1, 1, DENSE)),
 }

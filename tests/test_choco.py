@@ -17,31 +17,10 @@ from decsim.algorithms import choco
 from decsim.gossip import Mixer
 from decsim.runner import make_oracle, trajectory
 
-from .test_algorithms import D, N  # noqa: E402
+from ._reference import D, N, np_grads, np_sign, np_top_k
 STEPS = 20
 ETA, GAMMA = 0.05, 0.4
 TOP1 = C.top_k(0.34)  # k = 1 of D = 3
-
-
-# The heterogeneous least-squares problem and ring of tests/test_algorithms.py (one definition).
-from .test_algorithms import ls, topo  # noqa: E402,F401  (fixtures)
-
-
-def np_grads(X, A, y):
-    r = np.einsum("imd,id->im", A, X) - y
-    return np.einsum("imd,im->id", A, r) / A.shape[1]
-
-
-def np_top_k(X, k):
-    """Row-wise top-k of a [n, d] array (float64)."""
-    out = np.zeros_like(X)
-    idx = np.argsort(-np.abs(X), axis=1, kind="stable")[:, :k]
-    np.put_along_axis(out, idx, np.take_along_axis(X, idx, axis=1), axis=1)
-    return out
-
-
-def np_sign(X):
-    return np.abs(X).mean(axis=1, keepdims=True) * np.sign(X)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +177,7 @@ def test_identity_gamma_one_paper_order_is_dsgd(ls, topo):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # the defaults (identity, gamma = 1) are that, too
     default = choco.choco_sgd(ETA)
-    assert default.config["compressor"] is C.identity() and default.config["gamma"] == 1.0
+    assert default.args["compressor"] is C.identity() and default.args["gamma"] == 1.0
 
 
 def test_identity_gamma_one_parallel_order_is_dpsgd_from_step_one(ls, topo):
@@ -226,96 +205,22 @@ def test_more_identities(ls, topo):
 # ---------------------------------------------------------------------------------------------
 # contract: shapes, dtypes, jit, rebuild, costs (on a two-leaf model, random compressor)
 
-TWO_LEAF = {"w": (3, 2), "b": (2,)}
-# deterministic compressors keep these programs small (threefry triples the compile time);
-# random ones are exercised by the mean-preservation tests and tests/test_compression.py
-TK = C.top_k(0.5)  # k = 3 of 6 and 1 of 2
-TK_BITS = 3 * (32 + 3) + 1 * (32 + 1)
-EXACT_BITS = 32 * 8
-
-# name -> (factory of the hyperparameters, hyperparameters, gradients per step, bits per step)
-ALGOS = {
-    "choco_sgd_paper": (lambda lr=0.05, g=0.3: choco.choco_sgd(lr, g, TK), {"learning_rate": 0.05, "gamma": 0.3},
-                        1, TK_BITS),
-    "choco_sgd_parallel": (lambda lr=0.05, g=0.3: choco.choco_sgd(lr, g, TK, order="parallel"),
-                           {"learning_rate": 0.05, "gamma": 0.3}, 1, TK_BITS),
-    "choco_gossip": (lambda g=0.3: choco.choco_gossip(g, TK), {"gamma": 0.3}, 0, TK_BITS),
-    "naive_compressed_gossip": (lambda g=0.3: choco.naive_compressed_gossip(g, TK), {"gamma": 0.3}, 0, TK_BITS),
-    "dcd_psgd": (lambda lr=0.05: choco.dcd_psgd(lr, C.identity()), {"learning_rate": 0.05}, 1, EXACT_BITS),
-    "deepsqueeze": (lambda lr=0.05, g=0.3: choco.deepsqueeze(lr, g, TK), {"learning_rate": 0.05, "gamma": 0.3},
-                    1, TK_BITS),
-}
-
-
-def _two_leaf_loss(p, batch):
-    z = batch["x"] @ p["w"] + p["b"][None, :]
-    return 0.5 * jnp.mean(jnp.sum(jnp.square(z - batch["t"]), axis=1))
-
-
-@pytest.fixture(scope="module")
-def two_leaf():
-    rng = np.random.default_rng(5)
-    data = {"x": rng.normal(size=(N, 4, 3)).astype(np.float32), "t": rng.normal(size=(N, 4, 2)).astype(np.float32)}
-    params0 = {k: rng.normal(size=s).astype(np.float32) for k, s in TWO_LEAF.items()}
-    return ds.problems.custom(_two_leaf_loss, params0, data)
-
-
-@pytest.mark.parametrize("name", list(ALGOS))
-def test_contract_shapes_dtypes_jit_rebuild_cost(name, two_leaf, topo):
-    """One step from a generic state keeps the state's structure, shapes and dtypes (so lax.scan
-    can carry it), reports the StepCost of what is sent, and rebuild with traced hyperparameters
-    equals the factory called with numbers.
-    (Op-by-op execution of a whole step is slow on CPU; jit-vs-eager equality is checked for every
-    compressor in tests/test_compression.py, and the numpy-trajectory tests run the jitted steps.)"""
-    make, hparams, grads, bits = ALGOS[name]
-    algo = make()
-    assert algo.name == name.replace("_paper", "").replace("_parallel", "")
-    assert algo.hparams == hparams
-    prob = two_leaf
-    oracle = make_oracle(prob, jax.tree.map(jnp.asarray, prob.data), jnp.asarray(prob.counts), jnp.float32(0.0))
-    mixer = Mixer(W=jnp.asarray(topo.W, jnp.float32), lam=jnp.float32(topo.lam))
-    X0 = jax.tree.map(jnp.asarray, prob.params0)
-    key = jax.random.PRNGKey(0)
-    state = algo.init(X0, key)
-    # a generic mid-run state: every float leaf (public copies, error memory) made nonzero
-    leaves, treedef = jax.tree.flatten(state)
-    noise = jax.random.split(jax.random.PRNGKey(9), len(leaves))
-    state = jax.tree.unflatten(treedef, [
-        a + jax.random.normal(k, a.shape, a.dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
-        for a, k in zip(leaves, noise)])
-
-    def one_step(algo, state):
-        return algo.step(state, oracle, mixer, key)
-
-    # the factory called with numbers, jitted ...
-    jit_state, jit_cost = jax.jit(lambda s: one_step(algo, s))(state)
-    assert jax.tree.structure(jit_state) == jax.tree.structure(state)
-    for before, after in zip(jax.tree.leaves(state), jax.tree.leaves(jit_state)):
-        assert before.shape == after.shape and before.dtype == after.dtype
-    assert isinstance(jit_cost, ds.StepCost)
-    np.testing.assert_array_equal(np.array(jit_cost), [grads, 1, bits])
-    assert jax.tree.structure(algo.params(jit_state)) == jax.tree.structure(X0)
-    # ... equals the same algorithm rebuilt with traced hyperparameters (what sweeps compile)
-    rebuilt = jax.jit(lambda hp, s: one_step(algo.rebuild(hp), s))
-    traced_state, traced_cost = rebuilt({k: jnp.float32(v) for k, v in hparams.items()}, state)
-    for a, b in zip(jax.tree.leaves(traced_state), jax.tree.leaves(jit_state)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(np.array(traced_cost), np.array(jit_cost))
-    # other hyperparameter values through the same traced program change the result
-    other = rebuilt({k: jnp.float32(v / 2) for k, v in hparams.items()}, state)[0]
-    assert max(np.abs(a - b).max() for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(jit_state))) > 1e-4
+TK = C.top_k(0.5)
+GOSSIP_ONLY = {"choco_gossip": lambda: choco.choco_gossip(0.3, TK),
+               "naive_compressed_gossip": lambda: choco.naive_compressed_gossip(0.3, TK)}
 
 
 @pytest.mark.parametrize("name", ["choco_gossip", "naive_compressed_gossip"])
 def test_gossip_never_calls_the_oracle(name, topo):
-    algo = ALGOS[name][0]()
+    algo = GOSSIP_ONLY[name]()
 
     def oracle(X, key):
         raise AssertionError("gossip-only algorithms must not ask for gradients")
 
     mixer = Mixer(W=jnp.asarray(topo.W, jnp.float32), lam=jnp.float32(topo.lam))
     X0 = {"w": jnp.ones((N, 3, 2)), "b": jnp.zeros((N, 2))}
-    state, cost = jax.jit(lambda s: algo.step(s, oracle, mixer, jax.random.PRNGKey(0)))(algo.init(X0, None))
+    state, cost = jax.jit(lambda s: algo.step(s, algo.hparams, oracle, mixer, jax.random.PRNGKey(0)))(
+        algo.init(X0, None))
     assert float(cost.grad_evals) == 0.0 and float(cost.comm_rounds) == 1.0
 
 
@@ -334,19 +239,19 @@ def test_run_records_bits_and_shares_programs_across_gamma(two_leaf, topo):
 
 
 @pytest.mark.parametrize("bad, match", [
-    (lambda: choco.choco_sgd(0.1, 0.0, TOP1), r"gamma must be positive; got gamma=0.0"),
-    (lambda: choco.choco_sgd(0.1, 1.5, TOP1), r"gamma must be in \(0, 1\]; got gamma=1.5.*tune_gamma"),
-    (lambda: choco.choco_sgd(0.1, "big", TOP1), r"gamma must be a positive number"),
+    (lambda: choco.choco_sgd(0.1, 0.0, TOP1), r"gamma must be a number in \(0, 1\]; got gamma=0.0"),
+    (lambda: choco.choco_sgd(0.1, 1.5, TOP1), r"gamma must be a number in \(0, 1\]; got gamma=1.5.*tune_gamma"),
+    (lambda: choco.choco_sgd(0.1, "big", TOP1), r"gamma must be a number in \(0, 1\]; got gamma=\'big\'"),
     (lambda: choco.choco_sgd(0.1, lambda t: 0.1, TOP1), r"gamma must be a number in \(0, 1\]"),
-    (lambda: choco.choco_sgd(-0.1, 0.3, TOP1), r"learning_rate must be positive"),
+    (lambda: choco.choco_sgd(-0.1, 0.3, TOP1), r"learning_rate must be a finite positive number"),
     (lambda: choco.choco_sgd(0.1, 0.3, "top_k"), r"compressor must be a decsim Compressor"),
-    (lambda: choco.choco_sgd(0.1, 0.3, TOP1, order="serial"), r"order must be 'paper'.*'parallel'.*order='serial'"),
-    (lambda: choco.choco_gossip(2.0, TOP1), r"gamma must be in \(0, 1\]"),
+    (lambda: choco.choco_sgd(0.1, 0.3, TOP1, order="serial"), r"unknown choco_sgd order 'serial'; order must be one of 'paper', 'parallel'"),
+    (lambda: choco.choco_gossip(2.0, TOP1), r"gamma must be a number in \(0, 1\]"),
     (lambda: choco.choco_gossip(0.5, None), r"compressor must be a decsim Compressor.*got None"),
     (lambda: choco.naive_compressed_gossip(0.5, TOP1, form="q1"), r"form must be 'carli'.*'aysal'"),
     (lambda: choco.dcd_psgd(0.1, C.top_k(0.01)), r"dcd_psgd requires an unbiased compressor.*top_k\(0.01\).*unbiased=True"),
     (lambda: choco.dcd_psgd(0.1, C.qsgd(16)), r"unbiased compressor"),
-    (lambda: choco.deepsqueeze(0.1, -1.0, TOP1), r"gamma must be positive"),
+    (lambda: choco.deepsqueeze(0.1, -1.0, TOP1), r"gamma must be a number in \(0, 1\]; got gamma=-1.0"),
 ])
 def test_factory_validation(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -362,7 +267,7 @@ def test_choco_gossip_converges_linearly_while_naive_gossip_stalls():
     prob = ds.problems.consensus(n, d, seed=0)
     topo = ds.topology.ring(n, weights="uniform")
     comp = C.top_k(0.1)
-    gamma = C.tune_gamma(topo, comp, d)
+    gamma = ds.algorithms.tune_gamma(topo, comp, d)
     steps, every = 400, 10
     hc = ds.run(choco.choco_gossip(gamma, comp), prob, topo, steps=steps, eval_every=every)
     hn = ds.run(choco.naive_compressed_gossip(gamma, comp), prob, topo, steps=steps, eval_every=every)
@@ -408,7 +313,7 @@ def test_choco_top1_matches_dsgd_with_at_most_twice_the_steps_and_a_thirtieth_of
     most 1/30 of D-SGD's bits by then."""
     prob, topo, f_star = ring9_logistic
     comp = C.top_k(0.01)
-    gamma = C.tune_gamma(topo, comp, ds.tree.leaf_sizes(prob.params0))
+    gamma = ds.algorithms.tune_gamma(topo, comp, ds.tree.leaf_sizes(prob.params0))
     T, every, seeds = 500, 25, [0, 1, 2]
     hd = ds.run(ds.algorithms.dsgd(0.1), prob, topo, steps=T, eval_every=every, seeds=seeds)
     hc = ds.run(choco.choco_sgd(0.1, gamma, comp), prob, topo, steps=2 * T, eval_every=every, seeds=seeds)

@@ -358,31 +358,31 @@ def ring9():
 
 def test_tune_gamma_rule_and_reproducibility(ring9):
     comp = C.top_k(0.1)
-    gamma, grid, errors = C.tune_gamma(ring9, comp, 60, rounds=300, full_output=True)
+    gamma, grid, errors = ds.algorithms.tune_gamma(ring9, comp, 60, rounds=300, full_output=True)
     np.testing.assert_allclose(grid, np.logspace(-3, 0, 20))
     assert gamma in grid and errors.shape == grid.shape
     assert errors[grid == gamma][0] == np.nanmin(errors)  # none converged to round-off here
     assert np.nanmin(errors) < 1e-3 * np.nanmax(errors)  # and the choice matters
-    assert C.tune_gamma(ring9, comp, 60, rounds=300) == gamma  # same seed, same answer
+    assert ds.algorithms.tune_gamma(ring9, comp, 60, rounds=300) == gamma  # same seed, same answer
     # a custom grid (of the same length: the same compiled program) is respected
     custom = np.linspace(0.01, 0.02, 20)
-    assert C.tune_gamma(ring9, comp, 60, rounds=300, grid=custom) in custom
+    assert ds.algorithms.tune_gamma(ring9, comp, 60, rounds=300, grid=custom) in custom
 
 
 def test_tune_gamma_ties_at_round_off_go_to_the_fastest(ring9):
     """With exact messages every gamma above ~0.1 converges to float32 round-off in 1000 rounds on
     a ring of 9; the tuner must return gamma = 1 (W itself, the fastest), not a noisy residue."""
-    gamma, grid, errors = C.tune_gamma(ring9, C.identity(), 20, full_output=True)
+    gamma, grid, errors = ds.algorithms.tune_gamma(ring9, C.identity(), 20, full_output=True)
     assert gamma == 1.0
     assert np.sum(errors < 1e-10 * errors.max()) >= 3  # several candidates did tie
 
 
 @pytest.mark.parametrize("bad, match", [
-    (lambda t: C.tune_gamma("ring", C.top_k(0.1), 10), r"topology must be a decsim Topology"),
-    (lambda t: C.tune_gamma(t, "top_k", 10), r"compressor must be a decsim Compressor"),
-    (lambda t: C.tune_gamma(t, C.top_k(0.1), 0), r"d must be a positive integer.*d=0"),
-    (lambda t: C.tune_gamma(t, C.top_k(0.1), 10, rounds=0), r"rounds must be a positive integer"),
-    (lambda t: C.tune_gamma(t, C.top_k(0.1), 10, grid=[0.5, 2.0]), r"grid must be .* in \(0, 1\]"),
+    (lambda t: ds.algorithms.tune_gamma("ring", C.top_k(0.1), 10), r"topology must be a decsim Topology"),
+    (lambda t: ds.algorithms.tune_gamma(t, "top_k", 10), r"compressor must be a decsim Compressor"),
+    (lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 0), r"d must be a positive integer.*d=0"),
+    (lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 10, rounds=0), r"rounds must be an integer >= 1; got rounds=0"),
+    (lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 10, grid=[0.5, 2.0]), r"grid must be .* in \(0, 1\]"),
 ])
 def test_tune_gamma_bad_arguments(bad, match, ring9):
     with pytest.raises(ValueError, match=match):
@@ -393,5 +393,5 @@ def test_tune_gamma_bad_arguments(bad, match, ring9):
 def test_tune_gamma_reproduces_the_choco_value_for_top_1_percent(ring9):
     """ALGORITHMS.md: on a ring (ring of 9, d = 2000 as in the Choco papers' epsilon runs) the
     tuner gives about 0.04 for top-1%. Within one grid step (ratio 10^(3/19) = 1.44)."""
-    gamma = C.tune_gamma(ring9, C.top_k(0.01), 2000)
+    gamma = ds.algorithms.tune_gamma(ring9, C.top_k(0.01), 2000)
     assert 0.04 / 1.44 <= gamma <= 0.04 * 1.44

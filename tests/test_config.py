@@ -85,7 +85,7 @@ def _error(cfg):
     (dict(topology="social"), ["has 32 workers but n_workers = 4", "set n_workers = 32"]),
     (dict(algorithm={"name": "d2", "learning_rate": 0.1}, n_workers=6),  # λ_min(W) = −1/3
      ["d2 requires the smallest eigenvalue"]),
-    (dict(algorithm={"name": "dsgd", "learning_rate": -1.0}), ["learning_rate must be positive"]),
+    (dict(algorithm={"name": "dsgd", "learning_rate": -1.0}), ["learning_rate must be a finite positive number"]),
 ])
 def test_bad_configs_fail_before_compilation_with_the_valid_names(changes, expected):
     message = _error(base(**changes))
@@ -133,16 +133,16 @@ def test_schedules_and_optax_tables_build_shared_objects():
     sched = {"schedule": "inverse_time", "init_value": 0.5, "decay_steps": 100.0}
     a = config.build_algorithm(base(algorithm={"name": "dsgd", "learning_rate": sched}))
     b = config.build_algorithm(base(algorithm={"name": "dsgd", "learning_rate": dict(sched)}))
-    lr = a.config["learning_rate"]
+    lr = a.args["learning_rate"]
     assert float(lr(0)) == pytest.approx(0.5) and float(lr(100)) == pytest.approx(0.25)
-    assert lr is b.config["learning_rate"] and a.structure == b.structure  # one compiled program
+    assert lr is b.args["learning_rate"] and a.step is b.step  # one compiled program
     opt = {"optax": "sgd", "learning_rate": {"schedule": "exponential_decay", "init_value": 0.1,
                                              "transition_steps": 10, "decay_rate": 0.5},
            "momentum": 0.9}
     cfg = base(algorithm={"name": "dsgd", "learning_rate": None, "local_optimizer": opt})
     one, two = config.build_algorithm(cfg), config.build_algorithm(cfg)
-    assert one.structure == two.structure
-    assert hasattr(one.config["local_optimizer"], "update")
+    assert one.step is two.step
+    assert hasattr(one.args["local_optimizer"], "update")
 
 
 def test_topology_sizes_and_time_varying_modifiers():

@@ -285,7 +285,7 @@ def test_logistic_full_loss_weighs_every_worker_equally(dataset):
 def test_classification_argument_errors():
     with pytest.raises(ValueError, match="n_workers must be an integer >= 1"):
         P.logistic_regression(0)
-    with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         P.logistic_regression(2, batch_size=0)
     with pytest.raises(ValueError, match="activation must be 'tanh' or 'relu'"):
         P.mlp(2, activation="gelu")
@@ -480,7 +480,7 @@ def test_custom_rejects_bad_counts(counts):
 
 def test_custom_rejects_bad_batch_size():
     data = {"x": np.zeros((2, 5, 3), np.float32), "y": np.zeros((2, 5), np.float32)}
-    with pytest.raises(ValueError, match="batch_size must be a positive integer or None"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         P.custom(_mse, np.zeros(3, np.float32), data, batch_size=-1)
 
 

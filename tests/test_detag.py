@@ -8,7 +8,7 @@ import decsim as ds
 from decsim.algorithms.detag import accelerated_gossip, detag, momentum_coefficient
 from decsim.runner import trajectory
 
-from .test_algorithms import N, M, D, np_grads, ls, topo  # noqa: F401  (fixtures)
+from ._reference import D, M, N, np_grads
 
 
 def np_ag(W, Z, R, mu):

@@ -9,7 +9,7 @@ import pytest
 import decsim as ds
 from decsim import data as D
 from decsim.algorithms import adaptive
-from decsim.problems import _fm_fns, _fm_score, auc
+from decsim.problems.fm import _fm_fns, _fm_score, auc
 
 N = 4
 

@@ -204,14 +204,14 @@ def test_consensus_problem_metric():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(steps=25, eval_every=10), r"steps=25 is not a multiple of eval_every=10; use steps=20 or 30"),
-    (dict(steps=-1), r"steps must be a nonnegative integer"),
-    (dict(steps=10, eval_every=0), r"eval_every must be a positive integer"),
+    (dict(steps=-1), r"steps must be an integer >= 0; got steps=-1"),
+    (dict(steps=10, eval_every=0), r"eval_every must be an integer >= 1; got eval_every=0"),
     (dict(steps=10, seeds=[]), r"seeds must hold at least one seed"),
     (dict(steps=10, hparams={"gamma": 0.1}), r"not numeric hyperparameters of dsgd; valid: \['learning_rate'\]"),
     (dict(steps=10, hparams={"learning_rate": [0.1, 0.2]}),
-     r"hparams\['learning_rate'\] must be a number; got \[0.1, 0.2\]. A list of values .* needs seeds="),
+     r"hparams\['learning_rate'\] must be a number \(a list of values, one per run, needs seeds=.*got \[0.1, 0.2\]"),
     (dict(steps=10, seeds=[0, 1, 2], hparams={"learning_rate": [0.1, 0.2]}),
-     r"must be a number or a list of 3 numbers, one per seed in seeds=\[0, 1, 2\]"),
+     r"must be a number or a list of 3 numbers, one per seed in seeds"),
     (dict(steps=10, seeds=[0], hparams={"learning_rate": "fast"}), r"list of 1 numbers.*got 'fast'"),
 ])
 def test_run_argument_errors(quad, ring, kwargs, match):

@@ -198,7 +198,7 @@ def test_sweep_errors_before_any_compilation(tmp_path):
     with pytest.raises(ValueError, match="Did you mean 'gradient_tracking'"):
         ds.sweep(BASE, grid, str(tmp_path), progress=False)
     grid = {"algorithm.learning_rate": [0.1, -0.1]}  # the factory rejects the second value
-    with pytest.raises(ValueError, match="learning_rate must be positive"):
+    with pytest.raises(ValueError, match="learning_rate must be a finite positive number"):
         ds.sweep(BASE, grid, str(tmp_path), progress=False)
     assert runner.trace_count() == before
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".json")]

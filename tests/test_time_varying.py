@@ -6,7 +6,7 @@ import pytest
 import decsim as ds
 from decsim import topology as T
 
-from .registry import ALGORITHM_EXAMPLES
+from .registry import ALGORITHMS
 
 TV = {
     "one_peer_exponential": lambda n: T.one_peer_exponential(n),
@@ -82,10 +82,10 @@ def test_runs_on_time_varying_graphs_do_not_recompile_per_step():
 def test_every_algorithm_runs_on_time_varying_graphs(name):
     prob = ds.problems.quadratic(8, 4, mu=0.5, L=1.0, heterogeneity=0.5, seed=0)
     topo = TV[name](8)
-    for make, uses_gradients in ALGORITHM_EXAMPLES.values():
-        if not uses_gradients:
+    for make, hparams, (grad_evals, _, _) in ALGORITHMS.values():
+        if not grad_evals:
             continue
-        algo = make(0.1)
+        algo = make(**dict(hparams, learning_rate=0.1))
         hist = ds.run(algo, prob, topo, steps=300, eval_every=300)
         assert not hist.diverged, algo.name
         assert hist.metrics["loss"][-1] < hist.metrics["loss"][0], algo.name

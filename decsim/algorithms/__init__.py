@@ -1,33 +1,22 @@
 """Decentralized algorithms: factories returning :class:`decsim.Algorithm` (ALGORITHMS.md).
 
-One module per family; every factory is listed in :data:`REGISTRY`.
+One module per family; a factory listed in its module's ``__all__`` is registered in
+:data:`REGISTRY` (config files and the command line find it there by name).
 """
 
-from .baselines import centralized_sgd, d2, dpsgd, dsgd, exact_diffusion, gradient_tracking
-from .detag import accelerated_gossip, detag
-from .choco import choco_gossip, choco_sgd, dcd_psgd, deepsqueeze, naive_compressed_gossip
+from . import adaptive, baselines, choco, malcom
+from . import detag as _detag_family  # the module; the name ``detag`` is its factory
 from .adaptive import ada_choco_sgd, dadagrad, dadam, damsgrad
+from .baselines import centralized_sgd, d2, dpsgd, dsgd, exact_diffusion, gradient_tracking
+from .choco import (choco_gossip, choco_sgd, compressed_sgd, dcd_psgd, deepsqueeze,
+                    naive_compressed_gossip, tune_gamma)
+from .detag import accelerated_gossip, detag
 from .malcom import malcom_psgd
 
-REGISTRY = {
-    "centralized_sgd": centralized_sgd,
-    "dsgd": dsgd,
-    "dpsgd": dpsgd,
-    "gradient_tracking": gradient_tracking,
-    "d2": d2,
-    "exact_diffusion": exact_diffusion,
-    "detag": detag,
-    "accelerated_gossip": accelerated_gossip,
-    "choco_sgd": choco_sgd,
-    "choco_gossip": choco_gossip,
-    "naive_compressed_gossip": naive_compressed_gossip,
-    "dcd_psgd": dcd_psgd,
-    "deepsqueeze": deepsqueeze,
-    "dadam": dadam,
-    "damsgrad": damsgrad,
-    "dadagrad": dadagrad,
-    "ada_choco_sgd": ada_choco_sgd,
-    "malcom_psgd": malcom_psgd,
-}
+_NOT_ALGORITHMS = {"tune_gamma"}  # public helpers of the families, not factories
 
-__all__ = list(REGISTRY) + ["REGISTRY"]
+REGISTRY = {name: getattr(module, name)
+            for module in (baselines, _detag_family, choco, adaptive, malcom)
+            for name in module.__all__ if name not in _NOT_ALGORITHMS}
+
+__all__ = list(REGISTRY) + ["REGISTRY", "compressed_sgd", "tune_gamma"]

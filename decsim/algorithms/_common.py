@@ -1,159 +1,163 @@
-"""Machinery shared by the algorithm factories.
+"""Machinery shared by the algorithm factories: memoized structure, learning rates as data, local
+updates, costs.
 
-Every public factory is wrapped by :func:`factory`, which validates nothing itself but records what
-the factory was called with: its numeric hyperparameters (``hparams``, which may later be replaced
-by traced arrays through ``rebuild``) and a hashable ``structure`` key of everything else. The
-runner compiles one program per structure, so ``dsgd(0.1)`` and ``dsgd(0.05)`` share it.
+A factory (e.g. :func:`decsim.algorithms.dsgd`) does three things, all on the host with concrete
+values: it validates its arguments with :mod:`decsim._checks`; it gets its pure functions from a
+:func:`structural` builder, memoized on the structural arguments only (so ``dsgd(0.1)`` and
+``dsgd(0.05)`` share the very same ``step``, and so one compiled program); and it returns an
+:class:`decsim.Algorithm` whose ``hparams`` hold the numbers (learning rate, gamma, ...), which
+the runner passes into the compiled program as data.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
-import numbers
-from typing import Callable
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm, StepCost
+
+__all__ = ["FLOAT_BITS", "structural", "hparam_checker", "make", "Rate", "learning_rate",
+           "LocalUpdate", "local_update", "stacked_params", "dense_bits", "cost", "LocalState",
+           "local_init"]
 
 FLOAT_BITS = 32
 
 
-def is_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+def structural(builder: Callable) -> Callable:
+    """Memoize a factory's structural builder on its (hashable) arguments.
+
+    Equal structure then gives the very same functions, which is what the runner's program cache
+    keys on. Unhashable arguments (rare: a custom object without ``__hash__``) build afresh.
+    """
+    cached = functools.lru_cache(maxsize=512)(builder)
+
+    @functools.wraps(builder)
+    def get(*args):
+        try:
+            return cached(*args)
+        except TypeError as err:
+            if "unhashable" not in str(err):
+                raise
+            return builder(*args)
+
+    get.cache_clear = cached.cache_clear
+    return get
 
 
-def freeze(value):
-    """A hashable stand-in for a factory argument (identity for functions and opaque objects)."""
-    if isinstance(value, (str, bytes, int, float, bool, type(None))):
-        return value
-    if isinstance(value, tuple):  # includes NamedTuples (compressors, optax transforms)
-        return (type(value).__name__,) + tuple(freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
-    try:
-        hash(value)
-        return value
-    except TypeError:
-        return ("id", id(value))
+def hparam_checker(owner: str) -> Callable:
+    """``check(hparams)``: each value through :func:`decsim._checks.check_hparam` (by name), with
+    the owner's name in the message. The factory checks its own numbers with it, and the runner
+    every per-run value, so both go through one check."""
+
+    def check(hparams: dict) -> None:
+        for name, value in hparams.items():
+            try:
+                checks.check_hparam(name, value)
+            except ValueError as err:
+                raise ValueError(f"{owner}: {err}") from None
+
+    return check
 
 
-def factory(*, numeric: tuple = ()):
-    """Decorate an algorithm factory.
+def make(name: str, parts: tuple, hparams: dict, args: dict, **extra) -> Algorithm:
+    """The :class:`Algorithm` of a factory: ``parts = (init, step, params)``; ``hparams`` are
+    checked here (plain Python values)."""
+    hparams = {k: float(v) for k, v in hparams.items()}
+    check = hparam_checker(name)
+    check(hparams)
+    init, step, params = parts
+    return Algorithm(init=init, step=step, params=params, hparams=hparams, name=name, args=args,
+                     check_hparams=check, **extra)
 
-    Args:
-      numeric: names of arguments that are numeric hyperparameters (learning rate, gamma, ...).
-        When such an argument is a plain number it goes into ``hparams`` and can be swapped for an
-        array (a tracer) with ``rebuild`` without recompiling; a callable (an optax schedule) is
-        structural instead.
+
+class Rate(NamedTuple):
+    """A learning rate: ``hparams["learning_rate"]`` (data, swept without recompiling) or an optax
+    schedule of the int32 step counter (structure)."""
+
+    schedule: Optional[Callable] = None
+
+    def __call__(self, hparams: dict, t):
+        return self.schedule(t) if self.schedule is not None else hparams["learning_rate"]
+
+
+def learning_rate(owner: str, value, *, allow_none: bool = False):
+    """Validate a learning rate argument: ``(Rate, hparams)``. A number goes into ``hparams``; a
+    callable is an optax schedule (structural); ``None`` only with ``allow_none`` (a local
+    optimizer supplies its own)."""
+    if value is None and allow_none:
+        return Rate(), {}
+    if callable(value):
+        return Rate(value), {}
+    if not checks.is_number(value):
+        raise ValueError(f"{owner}: learning_rate must be a positive number or an optax schedule "
+                         f"(callable step -> value); got {value!r} of type "
+                         f"{type(value).__name__}.")
+    return Rate(), {"learning_rate": checks.learning_rate_value("learning_rate", value)}
+
+
+class LocalUpdate(NamedTuple):
+    """The local step ``U`` that a worker adds to its iterate: ``−η_t G`` by default, or the
+    update of an optax transformation run independently on every worker.
+
+    ``init(X) -> opt_state``; ``update(G, opt_state, X, t, hparams) -> (U, opt_state)``.
     """
 
-    def wrap(fn: Callable) -> Callable:
-        sig = inspect.signature(fn)
-
-        @functools.wraps(fn)
-        def public(*args, **kwargs):
-            bound = sig.bind(*args, **kwargs)
-            bound.apply_defaults()
-            config = dict(bound.arguments)
-            algo = fn(**config)
-            hparams = {k: config[k] for k in numeric if is_number(config.get(k))}
-            structure = (fn.__module__, fn.__name__) + tuple(
-                (k, "<numeric>" if k in hparams else freeze(v)) for k, v in config.items())
-
-            def rebuild(new_hparams: dict) -> Algorithm:
-                unknown = set(new_hparams) - set(hparams)
-                if unknown:
-                    raise ValueError(f"{fn.__name__}: cannot rebuild with {sorted(unknown)}; its "
-                                     f"numeric hyperparameters are {sorted(hparams)}.")
-                # the factory body validates only plain numbers, so tracers pass through
-                return fn(**{**config, **new_hparams})._replace(
-                    name=fn.__name__, config=config, rebuild=rebuild, hparams=hparams,
-                    structure=structure)
-
-            return algo._replace(name=fn.__name__, config=config, rebuild=rebuild, hparams=hparams,
-                                 structure=structure)
-
-        public.numeric = tuple(numeric)
-        return public
-
-    return wrap
-
-
-# ---------------------------------------------------------------------------------------------
-# argument checks (only on concrete Python values; tracers pass)
-
-
-def check_positive(name: str, value, *, allow_callable: bool = False, allow_none: bool = False):
-    if value is None and allow_none:
-        return
-    if allow_callable and callable(value):
-        return
-    if is_number(value):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive; got {name}={value!r}.")
-        return
-    if isinstance(value, jax.Array) or hasattr(value, "__jax_array__"):
-        return  # traced or array-valued hyperparameter (sweeps)
-    kinds = "a positive number" + (" or an optax schedule (callable step -> value)" if allow_callable else "")
-    raise ValueError(f"{name} must be {kinds}; got {value!r} of type {type(value).__name__}.")
-
-
-def check_unit_interval(name: str, value, *, closed_low: bool = False):
-    if is_number(value):
-        ok = (0.0 <= value <= 1.0) if closed_low else (0.0 < value <= 1.0)
-        if not ok:
-            rng = "[0, 1]" if closed_low else "(0, 1]"
-            raise ValueError(f"{name} must be in {rng}; got {name}={value!r}.")
-
-
-def check_int(name: str, value, minimum: int = 1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {name}={value!r}.")
-
-
-def schedule(value) -> Callable:
-    """A float, array or optax schedule as a function of the int32 step counter."""
-    if callable(value):
-        return value
-    return lambda t: value
-
-
-# ---------------------------------------------------------------------------------------------
-# local updates: −η_t G, or any optax GradientTransformation run independently per worker
-
-
-class LocalUpdate:
-    """``init(X) -> opt_state``; ``update(G, opt_state, X, t) -> (U, opt_state)`` with ``U`` the
-    step to add to X (``−η_t G`` by default)."""
-
-    def __init__(self, learning_rate, local_optimizer, owner: str):
-        if local_optimizer is None:
-            check_positive("learning_rate", learning_rate, allow_callable=True)
-        else:
-            if learning_rate is not None:
-                raise ValueError(f"{owner}: give either learning_rate or local_optimizer, not both "
-                                 f"(got learning_rate={learning_rate!r}); the optax transform's own "
-                                 "learning rate replaces -learning_rate * G.")
-            if not (hasattr(local_optimizer, "init") and hasattr(local_optimizer, "update")):
-                raise ValueError(f"{owner}: local_optimizer must be an optax GradientTransformation; "
-                                 f"got {type(local_optimizer).__name__}.")
-        self.lr = None if local_optimizer is not None else schedule(learning_rate)
-        self.opt = local_optimizer
+    rate: Rate = Rate()
+    optimizer: Any = None
 
     def init(self, X):
-        if self.opt is None:
+        if self.optimizer is None:
             return ()
-        return jax.vmap(self.opt.init)(X)
+        return jax.vmap(self.optimizer.init)(X)
 
-    def update(self, G, opt_state, X, t):
-        if self.opt is None:
-            lr = self.lr(t)
-            return jax.tree.map(lambda g: -lr * g, G), opt_state
-        return jax.vmap(self.opt.update)(G, opt_state, X)
+    def update(self, G, opt_state, X, t, hparams):
+        if self.optimizer is None:
+            lr = self.rate(hparams, t)
+            return jax.tree.map(lambda g: -jnp.asarray(lr).astype(g.dtype) * g, G), opt_state
+        return jax.vmap(self.optimizer.update)(G, opt_state, X)
+
+
+def local_update(owner: str, learning_rate_value, local_optimizer):
+    """Validate ``learning_rate`` / ``local_optimizer`` (exactly one): ``(LocalUpdate, hparams)``."""
+    if local_optimizer is None:
+        rate, hp = learning_rate(owner, learning_rate_value)
+        return LocalUpdate(rate, None), hp
+    if learning_rate_value is not None:
+        raise ValueError(f"{owner}: give either learning_rate or local_optimizer, not both (got "
+                         f"learning_rate={learning_rate_value!r}); the optax transform's own "
+                         "learning rate replaces -learning_rate * G.")
+    if not (hasattr(local_optimizer, "init") and hasattr(local_optimizer, "update")):
+        raise ValueError(f"{owner}: local_optimizer must be an optax GradientTransformation (e.g. "
+                         f"optax.sgd(0.1, momentum=0.9)); got {type(local_optimizer).__name__}.")
+    return LocalUpdate(Rate(), local_optimizer), {}
+
+
+class LocalState(NamedTuple):
+    """State of the single-sequence methods (centralized SGD, D-SGD, D-PSGD)."""
+
+    X: Any  # stacked params [n, ...]
+    opt: Any  # per-worker optax state (leaves [n, ...]) or ()
+    t: Any  # int32 step counter
+
+
+def local_init(local: LocalUpdate) -> Callable:
+    """``init(X, key) -> LocalState`` for a local update."""
+
+    def init(X, key):
+        del key
+        return LocalState(X=X, opt=local.init(X), t=jnp.zeros((), jnp.int32))
+
+    return init
+
+
+def stacked_params(state):
+    """``state.X``: the params of every algorithm whose iterate is called X."""
+    return state.X
 
 
 def dense_bits(X, copies: int = 1):
@@ -163,4 +167,5 @@ def dense_bits(X, copies: int = 1):
 
 def cost(grad_evals, comm_rounds, bits) -> StepCost:
     f32 = jnp.float32
-    return StepCost(jnp.asarray(grad_evals, f32), jnp.asarray(comm_rounds, f32), jnp.asarray(bits, f32))
+    return StepCost(jnp.asarray(grad_evals, f32), jnp.asarray(comm_rounds, f32),
+                    jnp.asarray(bits, f32))

@@ -22,43 +22,38 @@ in the spec's numbering at the start of step t).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
-from ._common import check_positive, cost, dense_bits, factory, schedule
+from ..compression import check_compressor, identity
+from ._common import Rate, cost, dense_bits, learning_rate as _rate, make, stacked_params, structural
+from ._exchange import check_gamma
+from .choco import compressed_sgd
+
+__all__ = ["dadam", "damsgrad", "dadagrad", "ada_choco_sgd"]
+
+_map = jax.tree.map
 
 
 def _check_beta(name: str, value) -> float:
     """b1, b2, b3 are structural (plain Python numbers in [0, 1)); 1 would divide by zero in the
     bias corrections or freeze a moment forever."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1) (an exponential-average weight, e.g. "
-                         f"0.9); got {name}={value!r}.")
-    return float(value)
+    return checks.in_interval(name, value, 0.0, 1.0, closed="left",
+                              hint="It is an exponential-average weight, e.g. 0.9.")
 
 
 def _check_eps(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0.0:
-        raise ValueError(f"eps must be a positive number (the floor of the adaptive denominator, "
-                         f"e.g. 1e-6); got eps={value!r}.")
-    return float(value)
-
-
-def _map(fn, *trees):
-    return jax.tree.map(fn, *trees)
+    return checks.positive("eps", value, hint="It is the floor of the adaptive denominator, "
+                                              "e.g. 1e-6.")
 
 
 def _full(X, value: float):
     return jax.tree.map(lambda a: jnp.full_like(a, value), X)
-
-
-def _params(state):
-    return state.X
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +70,29 @@ class DadamState(NamedTuple):
     t: Any  # int32, steps done
 
 
-@factory(numeric=("learning_rate",))
+@structural
+def _dadam(rate: Rate, b1: float, b2: float, b3: float, eps: float):
+    def init(X, key):
+        del key
+        Z = tree.zeros_like(X)
+        return DadamState(X=X, M=Z, V=Z, V_bar=Z, t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        G = oracle(state.X, key)
+        t = (state.t + 1).astype(jnp.float32)  # the spec's t (from 1)
+        c1 = 1.0 - jnp.power(jnp.float32(b1), t)
+        c2 = 1.0 - jnp.power(jnp.float32(b2), t)
+        M = _map(lambda m, g: b1 * m + (1.0 - b1) * g, state.M, G)
+        V = _map(lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g), state.V, G)
+        V_bar = _map(lambda vb, v: b3 * vb + (1.0 - b3) * jnp.maximum(vb, v / c2), state.V_bar, V)
+        eta = rate(hp, state.t)
+        X = _map(lambda wx, m, vb: wx - eta * (m / c1) / (jnp.sqrt(vb) + eps),
+                 mixer(state.X), M, V_bar)
+        return DadamState(X, M, V, V_bar, state.t + 1), cost(1, 1, dense_bits(state.X))
+
+    return init, step, stacked_params
+
+
 def dadam(learning_rate, *, b1: float = 0.9, b2: float = 0.999, b3: float = 0.9,
           eps: float = 1e-8) -> Algorithm:
     """Decentralized Adam, DADAM (Nazari, Tarzanagh, Michailidis 2019), in the order of the
@@ -108,30 +125,11 @@ def dadam(learning_rate, *, b1: float = 0.9, b2: float = 0.999, b3: float = 0.9,
       >>> bool(hist.metrics["loss"][-1] < hist.metrics["loss"][0])
       True
     """
-    check_positive("learning_rate", learning_rate, allow_callable=True)
+    rate, hp = _rate("dadam", learning_rate)
     b1, b2, b3 = _check_beta("b1", b1), _check_beta("b2", b2), _check_beta("b3", b3)
     eps = _check_eps(eps)
-    lr = schedule(learning_rate)
-
-    def init(X, key):
-        del key
-        Z = tree.zeros_like(X)
-        return DadamState(X=X, M=Z, V=Z, V_bar=Z, t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        t = (state.t + 1).astype(jnp.float32)  # the spec's t (from 1)
-        c1 = 1.0 - jnp.power(jnp.float32(b1), t)
-        c2 = 1.0 - jnp.power(jnp.float32(b2), t)
-        M = _map(lambda m, g: b1 * m + (1.0 - b1) * g, state.M, G)
-        V = _map(lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g), state.V, G)
-        V_bar = _map(lambda vb, v: b3 * vb + (1.0 - b3) * jnp.maximum(vb, v / c2), state.V_bar, V)
-        eta = lr(state.t)
-        X = _map(lambda wx, m, vb: wx - eta * (m / c1) / (jnp.sqrt(vb) + eps),
-                 mixer(state.X), M, V_bar)
-        return DadamState(X, M, V, V_bar, state.t + 1), cost(1, 1, dense_bits(state.X))
-
-    return Algorithm(init=init, step=step, params=_params)
+    return make("dadam", _dadam(rate, b1, b2, b3, eps), hp,
+                dict(learning_rate=learning_rate, b1=b1, b2=b2, b3=b3, eps=eps))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,9 +150,8 @@ class TrackedAdaptiveState(NamedTuple):
     t: Any  # int32, steps done (the spec's t − 1)
 
 
-def _tracked_adaptive(learning_rate, b1, eps, amsgrad: bool, b2=None):
-    lr = schedule(learning_rate)
-
+@structural
+def _tracked_adaptive(rate: Rate, b1: float, eps: float, amsgrad: bool, b2=None):
     def init(X, key):
         del key
         Z = tree.zeros_like(X)
@@ -162,7 +159,7 @@ def _tracked_adaptive(learning_rate, b1, eps, amsgrad: bool, b2=None):
         return TrackedAdaptiveState(X=X, M=Z, V=Z if amsgrad else (), V_hat=E, U_tilde=E,
                                     t=jnp.zeros((), jnp.int32))
 
-    def step(state, oracle, mixer, key):
+    def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
         M = _map(lambda m, g: b1 * m + (1.0 - b1) * g, state.M, G)
         if amsgrad:
@@ -173,7 +170,7 @@ def _tracked_adaptive(learning_rate, b1, eps, amsgrad: bool, b2=None):
             t = (state.t + 1).astype(jnp.float32)  # the spec's t (from 1)
             V_hat = _map(lambda vh, g: ((t - 1.0) / t) * vh + (1.0 / t) * jnp.square(g),
                          state.V_hat, G)
-        eta = lr(state.t)
+        eta = rate(hp, state.t)
         # X_{t+1} = W X_t − η M_t / sqrt(U_t), with U_t = max(Ũ_t, eps) from the previous round
         X = _map(lambda wx, m, ut: wx - eta * m / jnp.sqrt(jnp.maximum(ut, eps)),
                  mixer(state.X), M, state.U_tilde)
@@ -182,10 +179,9 @@ def _tracked_adaptive(learning_rate, b1, eps, amsgrad: bool, b2=None):
         new = TrackedAdaptiveState(X, M, V, V_hat, U_tilde, state.t + 1)
         return new, cost(1, 1, dense_bits(state.X, copies=2))
 
-    return init, step
+    return init, step, stacked_params
 
 
-@factory(numeric=("learning_rate",))
 def damsgrad(learning_rate, *, b1: float = 0.9, b2: float = 0.99, eps: float = 1e-6) -> Algorithm:
     """Decentralized AMSGrad, DAMSGrad (Chen, Karimi, Zhao, Li 2021, Algorithm 2).
 
@@ -217,14 +213,13 @@ def damsgrad(learning_rate, *, b1: float = 0.9, b2: float = 0.99, eps: float = 1
       >>> algo.hparams   # swept without recompiling; b1, b2, eps are structural
       {'learning_rate': 0.001}
     """
-    check_positive("learning_rate", learning_rate, allow_callable=True)
+    rate, hp = _rate("damsgrad", learning_rate)
     b1, b2 = _check_beta("b1", b1), _check_beta("b2", b2)
     eps = _check_eps(eps)
-    init, step = _tracked_adaptive(learning_rate, b1, eps, amsgrad=True, b2=b2)
-    return Algorithm(init=init, step=step, params=_params)
+    return make("damsgrad", _tracked_adaptive(rate, b1, eps, True, b2), hp,
+                dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps))
 
 
-@factory(numeric=("learning_rate",))
 def dadagrad(learning_rate, *, b1: float = 0.9, eps: float = 1e-6) -> Algorithm:
     """Decentralized AdaGrad, DAdaGrad (Chen, Karimi, Zhao, Li 2021): :func:`damsgrad` with the
     AdaGrad second moment ``V̂_t = ((t−1)/t) V̂_{t−1} + (1/t) G_t²`` (``V̂_0 = eps``, so
@@ -239,29 +234,49 @@ def dadagrad(learning_rate, *, b1: float = 0.9, eps: float = 1e-6) -> Algorithm:
       >>> from decsim.algorithms import adaptive
       >>> algo = adaptive.dadagrad(0.001)
     """
-    check_positive("learning_rate", learning_rate, allow_callable=True)
+    rate, hp = _rate("dadagrad", learning_rate)
     b1 = _check_beta("b1", b1)
     eps = _check_eps(eps)
-    init, step = _tracked_adaptive(learning_rate, b1, eps, amsgrad=False)
-    return Algorithm(init=init, step=step, params=_params)
+    return make("dadagrad", _tracked_adaptive(rate, b1, eps, False), hp,
+                dict(learning_rate=learning_rate, b1=b1, eps=eps))
 
 
 # ---------------------------------------------------------------------------------------------
 # Adaptive Choco-SGD: compressed exchange, local AMSGrad direction
 
 
-class AdaChocoState(NamedTuple):
-    """State of :func:`ada_choco_sgd`."""
+class AMSGradMoments(NamedTuple):
+    """The local AMSGrad direction's per-worker state (never exchanged)."""
 
-    X: Any  # private iterates X_t [n, ...]
-    X_hat: Any  # public copies X̂_t known to every neighbour [n, ...] (X̂_0 = 0)
-    M: Any  # local first moment [n, ...] (0 at start, never exchanged)
-    V: Any  # local second moment [n, ...] (0 at start, never exchanged)
-    V_hat: Any  # local running max of V [n, ...] (0 at start, never exchanged)
-    t: Any  # int32, steps done
+    M: Any  # first moment [n, ...] (0 at start)
+    V: Any  # second moment [n, ...] (0 at start)
+    V_hat: Any  # running max of V [n, ...] (0 at start)
 
 
-@factory(numeric=("learning_rate", "gamma"))
+class AMSGradDirection(NamedTuple):
+    """The local step ``U = −η_t M / (sqrt(V̂) + eps)`` of adaptive Choco-SGD, with
+    ``M = b1 M + (1−b1) G``, ``V = b2 V + (1−b2) G²``, ``V̂ = max(V̂, V)`` per worker: a local
+    step for :func:`decsim.algorithms.choco.compressed_sgd`."""
+
+    rate: Rate
+    b1: float
+    b2: float
+    eps: float
+
+    def init(self, X):
+        Z = tree.zeros_like(X)
+        return AMSGradMoments(M=Z, V=Z, V_hat=Z)
+
+    def update(self, G, moments, X, t, hparams):
+        b1, b2, eps = self.b1, self.b2, self.eps
+        M = _map(lambda m, g: b1 * m + (1.0 - b1) * g, moments.M, G)
+        V = _map(lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g), moments.V, G)
+        V_hat = _map(jnp.maximum, moments.V_hat, V)
+        eta = self.rate(hparams, t)
+        U = _map(lambda m, vh: -(eta * m / (jnp.sqrt(vh) + eps)), M, V_hat)
+        return U, AMSGradMoments(M, V, V_hat)
+
+
 def ada_choco_sgd(learning_rate, gamma=1.0, compressor=None, *, b1: float = 0.9, b2: float = 0.99,
                   eps: float = 1e-6) -> Algorithm:
     """Communication-efficient adaptive decentralized SGD: Choco-SGD (paper order) whose local
@@ -273,7 +288,7 @@ def ada_choco_sgd(learning_rate, gamma=1.0, compressor=None, *, b1: float = 0.9,
         M = b1 M + (1−b1) G_t;  V = b2 V + (1−b2) G_t²;  V̂ = max(V̂, V)
         X½ = X_t − η_t M / (sqrt(V̂) + eps)
 
-    then Choco's compressed exchange (:func:`decsim.algorithms.choco.choco_exchange`)::
+    then Choco's compressed exchange (:func:`decsim.algorithms.choco.compressed_sgd`)::
 
         Q_t = C(X½ − X̂_t);  X̂_{t+1} = X̂_t + Q_t;  X_{t+1} = X½ + γ (W − I) X̂_{t+1}
 
@@ -288,7 +303,7 @@ def ada_choco_sgd(learning_rate, gamma=1.0, compressor=None, *, b1: float = 0.9,
 
     Args:
       learning_rate: η (number or optax schedule of the step counter, 0 at the first step).
-      gamma: consensus step size γ in (0, 1] (see ``decsim.compression.tune_gamma``).
+      gamma: consensus step size γ in (0, 1] (see ``decsim.algorithms.tune_gamma``).
       compressor: a :class:`decsim.Compressor`; ``None`` means ``decsim.compression.identity()``.
       b1, b2: moment weights, in [0, 1).
       eps: added to ``sqrt(V̂)``.
@@ -303,33 +318,13 @@ def ada_choco_sgd(learning_rate, gamma=1.0, compressor=None, *, b1: float = 0.9,
       >>> bool(hist.metrics["loss"][-1] < hist.metrics["loss"][0])
       True
     """
-    # Imported here: choco.py belongs to the compression family; importing it lazily keeps this
-    # module importable on its own.
-    from .. import compression
-    from .choco import _check_gamma, _compress_key, choco_exchange
-
-    check_positive("learning_rate", learning_rate, allow_callable=True)
-    _check_gamma(gamma, "ada_choco_sgd")
-    compressor = compression.identity() if compressor is None else compressor
-    compression._check_compressor(compressor)
+    rate, hp = _rate("ada_choco_sgd", learning_rate)
+    hp["gamma"] = check_gamma("ada_choco_sgd", gamma)
+    compressor = identity() if compressor is None else compressor
+    check_compressor(compressor)
     b1, b2 = _check_beta("b1", b1), _check_beta("b2", b2)
     eps = _check_eps(eps)
-    lr = schedule(learning_rate)
-
-    def init(X, key):
-        del key
-        Z = tree.zeros_like(X)
-        return AdaChocoState(X=X, X_hat=Z, M=Z, V=Z, V_hat=Z, t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        M = _map(lambda m, g: b1 * m + (1.0 - b1) * g, state.M, G)
-        V = _map(lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g), state.V, G)
-        V_hat = _map(jnp.maximum, state.V_hat, V)
-        eta = lr(state.t)
-        X_half = _map(lambda x, m, vh: x - eta * m / (jnp.sqrt(vh) + eps), state.X, M, V_hat)
-        X, X_hat, bits = choco_exchange(X_half, state.X_hat, gamma, compressor, mixer,
-                                        _compress_key(key))
-        return AdaChocoState(X, X_hat, M, V, V_hat, state.t + 1), cost(1, 1, bits)
-
-    return Algorithm(init=init, step=step, params=_params)
+    parts = compressed_sgd(AMSGradDirection(rate, b1, b2, eps), compressor, "paper")
+    return make("ada_choco_sgd", parts, hp,
+                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor, b1=b1, b2=b2,
+                     eps=eps))

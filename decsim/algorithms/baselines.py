@@ -12,32 +12,28 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
-from ._common import LocalUpdate, check_int, cost, dense_bits, factory, schedule
+from ._common import (LocalState, LocalUpdate, Rate, cost, dense_bits, learning_rate as _rate,
+                      local_init, local_update, make, stacked_params, structural)
+
+__all__ = ["centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion"]
 
 
-class LocalState(NamedTuple):
-    """State of the single-sequence methods (centralized SGD, D-SGD, D-PSGD)."""
+@structural
+def _centralized(local: LocalUpdate):
+    def step(state, hp, oracle, mixer, key):
+        G = oracle(state.X, key)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        X = tree.average(tree.add(state.X, U))
+        n = mixer.n
+        bits = 2.0 * (n - 1) / n * dense_bits(state.X)
+        return LocalState(X, opt, state.t + 1), cost(1, 1, bits)
 
-    X: Any  # stacked params [n, ...]
-    opt: Any  # per-worker optax state (leaves [n, ...]) or ()
-    t: Any  # int32 step counter
-
-
-def _local_init(local: LocalUpdate):
-    def init(X, key):
-        del key
-        return LocalState(X=X, opt=local.init(X), t=jnp.zeros((), jnp.int32))
-
-    return init
+    return local_init(local), step, stacked_params
 
 
-def _params(state):
-    return state.X
-
-
-@factory(numeric=("learning_rate",))
 def centralized_sgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     """All-reduce minibatch SGD: ``X_{t+1} = J (X_t − η_t G_t)``.
 
@@ -54,20 +50,28 @@ def centralized_sgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     Example:
       >>> algo = centralized_sgd(0.1)
     """
-    local = LocalUpdate(learning_rate, local_optimizer, "centralized_sgd")
+    local, hp = local_update("centralized_sgd", learning_rate, local_optimizer)
+    return make("centralized_sgd", _centralized(local), hp,
+                dict(learning_rate=learning_rate, local_optimizer=local_optimizer))
 
-    def step(state, oracle, mixer, key):
+
+@structural
+def _dsgd(local: LocalUpdate, gossip_every: int):
+    def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        U, opt = local.update(G, state.opt, state.X, state.t)
-        X = tree.average(tree.add(state.X, U))
-        n = mixer.n
-        bits = 2.0 * (n - 1) / n * dense_bits(state.X)
-        return LocalState(X, opt, state.t + 1), cost(1, 1, bits)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        half = tree.add(state.X, U)
+        if gossip_every == 1:
+            X, rounds = mixer(half), 1.0
+        else:
+            mixing = (state.t + 1) % gossip_every == 0
+            X = jax.lax.cond(mixing, lambda z: mixer(z), lambda z: z, half)
+            rounds = mixing.astype(jnp.float32)
+        return LocalState(X, opt, state.t + 1), cost(1, rounds, rounds * dense_bits(state.X))
 
-    return Algorithm(init=_local_init(local), step=step, params=_params)
+    return local_init(local), step, stacked_params
 
 
-@factory(numeric=("learning_rate",))
 def dsgd(learning_rate=None, *, gossip_every: int = 1, local_optimizer=None) -> Algorithm:
     """Adapt-then-combine D-SGD (Koloskova et al., ICML 2020): ``X_{t+1} = W (X_t − η_t G_t)``.
 
@@ -84,25 +88,24 @@ def dsgd(learning_rate=None, *, gossip_every: int = 1, local_optimizer=None) -> 
     Example:
       >>> algo = dsgd(0.1, gossip_every=4)
     """
-    local = LocalUpdate(learning_rate, local_optimizer, "dsgd")
-    check_int("gossip_every", gossip_every)
+    local, hp = local_update("dsgd", learning_rate, local_optimizer)
+    gossip_every = checks.integer("gossip_every", gossip_every)
+    return make("dsgd", _dsgd(local, gossip_every), hp,
+                dict(learning_rate=learning_rate, gossip_every=gossip_every,
+                     local_optimizer=local_optimizer))
 
-    def step(state, oracle, mixer, key):
+
+@structural
+def _dpsgd(local: LocalUpdate):
+    def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        U, opt = local.update(G, state.opt, state.X, state.t)
-        half = tree.add(state.X, U)
-        if gossip_every == 1:
-            X, rounds = mixer(half), 1.0
-        else:
-            mixing = (state.t + 1) % gossip_every == 0
-            X = jax.lax.cond(mixing, lambda z: mixer(z), lambda z: z, half)
-            rounds = mixing.astype(jnp.float32)
-        return LocalState(X, opt, state.t + 1), cost(1, rounds, rounds * dense_bits(state.X))
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        X = tree.add(mixer(state.X), U)
+        return LocalState(X, opt, state.t + 1), cost(1, 1, dense_bits(state.X))
 
-    return Algorithm(init=_local_init(local), step=step, params=_params)
+    return local_init(local), step, stacked_params
 
 
-@factory(numeric=("learning_rate",))
 def dpsgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     """Combine-then-adapt D-PSGD (Lian et al., NeurIPS 2017): ``X_{t+1} = W X_t − η_t G_t``,
     with ``G_t`` evaluated at ``X_t``.
@@ -112,15 +115,9 @@ def dpsgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     Example:
       >>> algo = dpsgd(0.1)
     """
-    local = LocalUpdate(learning_rate, local_optimizer, "dpsgd")
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        U, opt = local.update(G, state.opt, state.X, state.t)
-        X = tree.add(mixer(state.X), U)
-        return LocalState(X, opt, state.t + 1), cost(1, 1, dense_bits(state.X))
-
-    return Algorithm(init=_local_init(local), step=step, params=_params)
+    local, hp = local_update("dpsgd", learning_rate, local_optimizer)
+    return make("dpsgd", _dpsgd(local), hp,
+                dict(learning_rate=learning_rate, local_optimizer=local_optimizer))
 
 
 class TrackingState(NamedTuple):
@@ -130,7 +127,25 @@ class TrackingState(NamedTuple):
     t: Any  # int32
 
 
-@factory(numeric=("learning_rate",))
+@structural
+def _tracking(rate: Rate):
+    local = LocalUpdate(rate, None)
+
+    def init(X, key):
+        del key
+        Z = tree.zeros_like(X)
+        return TrackingState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        G = oracle(state.X, key)
+        Y = tree.add(mixer(state.Y), tree.sub(G, state.G_prev))
+        U, _ = local.update(Y, (), state.X, state.t, hp)
+        X = tree.add(mixer(state.X), U)
+        return TrackingState(X, Y, G, state.t + 1), cost(1, 1, dense_bits(state.X, copies=2))
+
+    return init, step, stacked_params
+
+
 def gradient_tracking(learning_rate) -> Algorithm:
     """Distributed stochastic gradient tracking, DSGT (Pu & Nedić, 2021).
 
@@ -145,21 +160,8 @@ def gradient_tracking(learning_rate) -> Algorithm:
     Example:
       >>> algo = gradient_tracking(0.05)
     """
-    local = LocalUpdate(learning_rate, None, "gradient_tracking")
-
-    def init(X, key):
-        del key
-        Z = tree.zeros_like(X)
-        return TrackingState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        Y = tree.add(mixer(state.Y), tree.sub(G, state.G_prev))
-        U, _ = local.update(Y, (), state.X, state.t)
-        X = tree.add(mixer(state.X), U)
-        return TrackingState(X, Y, G, state.t + 1), cost(1, 1, dense_bits(state.X, copies=2))
-
-    return Algorithm(init=init, step=step, params=_params)
+    rate, hp = _rate("gradient_tracking", learning_rate)
+    return make("gradient_tracking", _tracking(rate), hp, dict(learning_rate=learning_rate))
 
 
 class D2State(NamedTuple):
@@ -169,16 +171,15 @@ class D2State(NamedTuple):
     t: Any  # int32
 
 
-def _d2_like(learning_rate, lazy: bool):
-    lr = schedule(learning_rate)
-
+@structural
+def _d2_like(rate: Rate, lazy: bool):
     def init(X, key):
         del key
         return D2State(X=X, X_prev=X, D_prev=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
 
-    def step(state, oracle, mixer, key):
+    def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        eta = lr(state.t)
+        eta = rate(hp, state.t)
         D = tree.scale(eta, G)
         # 2 X_t − X_{t−1} − η_t G_t + η_{t−1} G_{t−1}; at t = 0 it is X_0 − η_0 G_0.
         Z = jax.tree.map(lambda x, xp, d, dp: 2.0 * x - xp - d + dp, state.X, state.X_prev, D,
@@ -187,10 +188,18 @@ def _d2_like(learning_rate, lazy: bool):
         X = jax.tree.map(lambda z, wz: 0.5 * (z + wz), Z, WZ) if lazy else WZ
         return D2State(X, state.X, D, state.t + 1), cost(1, 1, dense_bits(state.X))
 
-    return init, step
+    return init, step, stacked_params
 
 
-@factory(numeric=("learning_rate",))
+def _check_d2_topology(topology):
+    lam_min = topology.lambda_min
+    if not lam_min > -1.0 / 3.0:
+        raise ValueError(f"d2 requires the smallest eigenvalue of W to exceed -1/3; topology "
+                         f"{topology.name} has lambda_min(W) = {lam_min:.4f}. Use "
+                         "exact_diffusion(...) instead, or build the topology with "
+                         "weights='lazy' (all eigenvalues >= 0).")
+
+
 def d2(learning_rate) -> Algorithm:
     """D² (Tang, Lian, Yan, Zhang, Liu, ICML 2018).
 
@@ -204,21 +213,11 @@ def d2(learning_rate) -> Algorithm:
     Example:
       >>> algo = d2(0.05)
     """
-    LocalUpdate(learning_rate, None, "d2")  # validates learning_rate
-    init, step = _d2_like(learning_rate, lazy=False)
-
-    def validate(topology):
-        lam_min = topology.lambda_min
-        if not lam_min > -1.0 / 3.0:
-            raise ValueError(f"d2 requires the smallest eigenvalue of W to exceed -1/3; topology "
-                             f"{topology.name} has lambda_min(W) = {lam_min:.4f}. Use "
-                             "exact_diffusion(...) instead, or build the topology with "
-                             "weights='lazy' (all eigenvalues >= 0).")
-
-    return Algorithm(init=init, step=step, params=_params, validate=validate)
+    rate, hp = _rate("d2", learning_rate)
+    return make("d2", _d2_like(rate, False), hp, dict(learning_rate=learning_rate),
+                validate=_check_d2_topology)
 
 
-@factory(numeric=("learning_rate",))
 def exact_diffusion(learning_rate) -> Algorithm:
     """Exact diffusion (Yuan, Ying, Zhao, Sayed 2019): the D² recursion with ``W̄ = (I + W)/2``.
 
@@ -228,7 +227,6 @@ def exact_diffusion(learning_rate) -> Algorithm:
     Example:
       >>> algo = exact_diffusion(0.05)
     """
-    LocalUpdate(learning_rate, None, "exact_diffusion")
-    init, step = _d2_like(learning_rate, lazy=True)
-    return Algorithm(init=init, step=step, params=_params)
+    rate, hp = _rate("exact_diffusion", learning_rate)
+    return make("exact_diffusion", _d2_like(rate, True), hp, dict(learning_rate=learning_rate))
 

@@ -4,17 +4,10 @@ Koloskova, Stich, Jaggi, "Decentralized stochastic optimization and gossip algor
 compressed communication", ICML 2019; Koloskova, Lin, Stich, Jaggi, "Decentralized deep learning
 with arbitrary communication compression", ICLR 2020.
 
-Every worker keeps, besides its iterate ``x_i``, a public copy ``x̂_i`` that all its neighbours
-know exactly (``X̂_0 = 0``). Only compressed corrections ``q_i = C(· − x̂_i)`` travel; everyone
-adds ``q_i`` to their copy of ``x̂_i``, and the gossip step mixes the public copies:
-``γ (W − I) X̂``. Because ``(W − I)`` has zero column sums, the worker average moves only by the
-local updates, whatever the compressor: ``mean(X_{t+1}) = mean(X_t) − η mean(G_t)``.
-
-Keys: the gradient oracle receives the step key itself (as in ``dsgd``), so Choco with the
-identity compressor draws exactly D-SGD's minibatches; compression uses
-``fold_in(key, COMPRESS_STREAM)``. The constant is far above any worker index because, with JAX's
-partitionable threefry, ``fold_in(key, i)`` equals ``split(key, n)[i]``, the oracle's key of
-worker i.
+The compressed exchange itself (public copies ``X̂``, ``γ (W − I) X̂``, the compressor's key
+stream) lives in :mod:`decsim.algorithms._exchange`. :func:`compressed_sgd` composes a local step,
+that exchange and an optional post-map; Choco-SGD, adaptive Choco-SGD and MALCOM-PSGD are
+instances of it, as optax builds ``adam`` from a chain of transformations.
 
 Bits: every algorithm reports the payload of what it actually sends (``compressor.bits`` summed
 over leaves, mean over workers), via :func:`decsim.compression.compress_stacked`.
@@ -22,82 +15,77 @@ over leaves, mean over workers), via :func:`decsim.compression.compress_stacked`
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import numbers
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .. import _checks as checks
 from .. import tree
-from ..compression import _check_compressor, compress_stacked, identity
-from .._types import Algorithm
-from ._common import LocalUpdate, check_positive, cost, factory, is_number, schedule
+from .._types import Algorithm, Compressor
+from ..compression import check_compressor, compress_stacked, identity
+from ._common import (LocalUpdate, Rate, cost, learning_rate as _rate, local_update, make,
+                      stacked_params, structural)
+from ._exchange import EXCHANGES, check_gamma, compress_key, gossip_term
 
-COMPRESS_STREAM = 0x7FFFFFF0
+__all__ = ["choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd", "deepsqueeze",
+           "tune_gamma"]
 
-ORDERS = ("paper", "parallel")
-
-
-def _compress_key(key):
-    return jax.random.fold_in(key, COMPRESS_STREAM)
-
-
-def _check_gamma(gamma, owner: str):
-    """γ in (0, 1] for plain numbers; arrays and tracers (sweeps, rebuild) pass unchecked."""
-    if callable(gamma):
-        raise ValueError(f"{owner}: gamma must be a number in (0, 1] (a consensus step size, not a "
-                         f"schedule); got {gamma!r}.")
-    check_positive("gamma", gamma)
-    if is_number(gamma) and not gamma <= 1.0:
-        raise ValueError(f"{owner}: gamma must be in (0, 1]; got gamma={gamma!r}. Pick it with "
-                         "decsim.compression.tune_gamma(topology, compressor, d).")
-
-
-def _gossip_term(gamma, WZ, Z):
-    """``γ (W Z − Z)`` leaf-wise, in each leaf's dtype."""
-    return jax.tree.map(lambda wz, z: jnp.asarray(gamma).astype(z.dtype) * (wz - z), WZ, Z)
-
-
-def choco_exchange(X_half, X_hat, gamma, compressor, mixer, key):
-    """Choco's compressed exchange, paper order (reused by adaptive Choco and MALCOM-PSGD).
-
-    ``Q = C(X½ − X̂)``; ``X̂' = X̂ + Q``; ``X_next = X½ + γ (W − I) X̂'``.
-
-    Args:
-      X_half: stacked iterate after the local step, leaves ``[n, ...]``.
-      X_hat: stacked public copies, leaves ``[n, ...]``.
-      gamma: consensus step size (number or traced scalar).
-      compressor: a :class:`decsim.Compressor`.
-      mixer: one gossip round ``Z -> W Z``.
-      key: PRNG key of this exchange (split per leaf and worker by ``compress_stacked``).
-
-    Returns:
-      ``(X_next, X_hat_next, bits)``: ``X_next`` is exactly ``X½ + γ (W − I) X̂'`` (no proximal
-      or other post-processing), ``bits`` the float32 payload per worker of Q.
-    """
-    Q, bits = compress_stacked(compressor, key, tree.sub(X_half, X_hat))
-    X_hat_next = tree.add(X_hat, Q)
-    X_next = tree.add(X_half, _gossip_term(gamma, mixer(X_hat_next), X_hat_next))
-    return X_next, X_hat_next, bits
+ORDERS = tuple(EXCHANGES)
 
 
 # ---------------------------------------------------------------------------------------------
-# Choco-SGD
+# compressed SGD: a local step, Choco's exchange, an optional post-map
 
 
 class ChocoState(NamedTuple):
-    """State of Choco-SGD."""
+    """State of every compressed-SGD method (Choco-SGD, adaptive Choco-SGD, MALCOM-PSGD)."""
 
     X: Any  # private iterates [n, ...]
     X_hat: Any  # public copies x̂_i known to every neighbour [n, ...] (zeros at start)
-    opt: Any  # per-worker optax state (leaves [n, ...]) or ()
+    opt: Any  # the local step's per-worker state (optax state, AMSGrad moments) or ()
     t: Any  # int32 step counter
 
 
-def _params(state):
-    return state.X
+@structural
+def compressed_sgd(local, compressor: Compressor, order: str = "paper",
+                   post: Optional[Callable] = None):
+    """The one step body of the compressed-SGD family: ``(init, step, params)``.
+
+    ``X½ = X_t + U_t`` with ``(U_t, opt) = local.update(G_t, opt, X_t, t, hparams)``; then
+    Choco's exchange (``order`` ``"paper"`` or ``"parallel"``) with ``hparams["gamma"]``; then
+    ``X_{t+1} = post(X, hparams, t)`` when a post-map is given (MALCOM's l1 prox).
+
+    Args:
+      local: a local step with ``init(X)`` and ``update(G, opt_state, X, t, hparams)`` (a
+        :class:`decsim.algorithms._common.LocalUpdate`, or the AMSGrad direction of
+        :mod:`decsim.algorithms.adaptive`).
+      compressor: a :class:`decsim.Compressor`.
+      order: ``"paper"`` or ``"parallel"``.
+      post: optional ``(X, hparams, t) -> X``.
+    """
+    exchange = EXCHANGES[order]
+
+    def init(X, key):
+        del key
+        return ChocoState(X=X, X_hat=tree.zeros_like(X), opt=local.init(X),
+                          t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        G = oracle(state.X, key)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        X_half = tree.add(state.X, U)
+        X, X_hat, bits = exchange(X_half, state.X_hat, hp["gamma"], compressor, mixer,
+                                  compress_key(key))
+        if post is not None:
+            X = post(X, hp, state.t)
+        return ChocoState(X, X_hat, opt, state.t + 1), cost(1, 1, bits)
+
+    return init, step, stacked_params
 
 
-@factory(numeric=("learning_rate", "gamma"))
 def choco_sgd(learning_rate=None, gamma=1.0, compressor=identity(), *, order: str = "paper",
               local_optimizer=None) -> Algorithm:
     """Choco-SGD (Koloskova et al., ICML 2019 and ICLR 2020): D-SGD with compressed gossip.
@@ -118,7 +106,7 @@ def choco_sgd(learning_rate=None, gamma=1.0, compressor=identity(), *, order: st
     ``mean(X_{t+1}) = mean(X_t) − η_t mean(G_t)``; with ``identity()`` and γ = 1 the paper order is
     ``dsgd`` and the parallel order is ``dpsgd`` from step 1 on (step 0 is local since X̂_0 = 0).
     The defaults (``identity()``, γ = 1) are therefore D-SGD; pass a compressor and a γ from
-    :func:`decsim.compression.tune_gamma`.
+    :func:`tune_gamma`.
 
     Cost per step: 1 gradient, 1 round, ``bits(Q_t)`` per worker.
 
@@ -139,31 +127,13 @@ def choco_sgd(learning_rate=None, gamma=1.0, compressor=identity(), *, order: st
       >>> bool(hist.metrics["loss"][-1] < hist.metrics["loss"][0])
       True
     """
-    local = LocalUpdate(learning_rate, local_optimizer, "choco_sgd")
-    _check_gamma(gamma, "choco_sgd")
-    _check_compressor(compressor)
-    if order not in ORDERS:
-        raise ValueError(f"choco_sgd: order must be 'paper' (the papers' algorithm box) or "
-                         f"'parallel' (the authors' code); got order={order!r}.")
-
-    def init(X, key):
-        del key
-        return ChocoState(X=X, X_hat=tree.zeros_like(X), opt=local.init(X), t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        U, opt = local.update(G, state.opt, state.X, state.t)
-        X_half = tree.add(state.X, U)
-        k_comp = _compress_key(key)
-        if order == "paper":
-            X, X_hat, bits = choco_exchange(X_half, state.X_hat, gamma, compressor, mixer, k_comp)
-        else:
-            X = tree.add(X_half, _gossip_term(gamma, mixer(state.X_hat), state.X_hat))
-            Q, bits = compress_stacked(compressor, k_comp, tree.sub(X, state.X_hat))
-            X_hat = tree.add(state.X_hat, Q)
-        return ChocoState(X, X_hat, opt, state.t + 1), cost(1, 1, bits)
-
-    return Algorithm(init=init, step=step, params=_params)
+    local, hp = local_update("choco_sgd", learning_rate, local_optimizer)
+    hp["gamma"] = check_gamma("choco_sgd", gamma)
+    check_compressor(compressor)
+    order = checks.one_of("order", order, ORDERS, what="choco_sgd order")
+    return make("choco_sgd", compressed_sgd(local, compressor, order), hp,
+                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor, order=order,
+                     local_optimizer=local_optimizer))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +153,17 @@ def _gossip_init(X, key):
     return GossipState(X=X, X_hat=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
 
 
-@factory(numeric=("gamma",))
+@structural
+def _choco_gossip(compressor: Compressor):
+    def step(state, hp, oracle, mixer, key):
+        del oracle  # gossip only: no gradients
+        X = tree.add(state.X, gossip_term(hp["gamma"], mixer(state.X_hat), state.X_hat))
+        Q, bits = compress_stacked(compressor, compress_key(key), tree.sub(X, state.X_hat))
+        return GossipState(X, tree.add(state.X_hat, Q), state.t + 1), cost(0, 1, bits)
+
+    return _gossip_init, step, stacked_params
+
+
 def choco_gossip(gamma, compressor) -> Algorithm:
     """Choco-Gossip: average consensus with compressed messages (ICML 2019, Algorithm 1).
 
@@ -197,7 +177,7 @@ def choco_gossip(gamma, compressor) -> Algorithm:
     Cost per round: 0 gradients, 1 round, ``bits(Q_t)`` per worker.
 
     Args:
-      gamma: consensus step size in (0, 1] (see :func:`decsim.compression.tune_gamma`).
+      gamma: consensus step size in (0, 1] (see :func:`tune_gamma`).
       compressor: a :class:`decsim.Compressor`.
 
     Example:
@@ -209,22 +189,29 @@ def choco_gossip(gamma, compressor) -> Algorithm:
       >>> bool(hist.metrics["consensus_error"][-1] < 1e-4 * hist.metrics["consensus_error"][0])
       True
     """
-    _check_gamma(gamma, "choco_gossip")
-    _check_compressor(compressor)
-
-    def step(state, oracle, mixer, key):
-        del oracle  # gossip only: no gradients
-        X = tree.add(state.X, _gossip_term(gamma, mixer(state.X_hat), state.X_hat))
-        Q, bits = compress_stacked(compressor, _compress_key(key), tree.sub(X, state.X_hat))
-        return GossipState(X, tree.add(state.X_hat, Q), state.t + 1), cost(0, 1, bits)
-
-    return Algorithm(init=_gossip_init, step=step, params=_params)
+    gamma = check_gamma("choco_gossip", gamma)
+    check_compressor(compressor)
+    return make("choco_gossip", _choco_gossip(compressor), {"gamma": gamma},
+                dict(gamma=gamma, compressor=compressor))
 
 
 NAIVE_FORMS = ("carli", "aysal")
 
 
-@factory(numeric=("gamma",))
+@structural
+def _naive_gossip(compressor: Compressor, form: str):
+    def step(state, hp, oracle, mixer, key):
+        del oracle
+        CX, bits = compress_stacked(compressor, compress_key(key), state.X)
+        if form == "carli":
+            X = tree.add(state.X, gossip_term(hp["gamma"], mixer(CX), state.X))
+        else:
+            X = tree.add(state.X, gossip_term(hp["gamma"], mixer(CX), CX))
+        return GossipState(X, state.X_hat, state.t + 1), cost(0, 1, bits)
+
+    return _gossip_init, step, stacked_params
+
+
 def naive_compressed_gossip(gamma, compressor, *, form: str = "carli") -> Algorithm:
     """Gossip that exchanges compressed iterates directly; it stalls at an error floor.
 
@@ -250,22 +237,13 @@ def naive_compressed_gossip(gamma, compressor, *, form: str = "carli") -> Algori
       >>> import decsim.compression as C
       >>> algo = naive_compressed_gossip(0.5, C.top_k(0.1))
     """
-    _check_gamma(gamma, "naive_compressed_gossip")
-    _check_compressor(compressor)
+    gamma = check_gamma("naive_compressed_gossip", gamma)
+    check_compressor(compressor)
     if form not in NAIVE_FORMS:
         raise ValueError(f"naive_compressed_gossip: form must be 'carli' (X + γ(W C(X) − X)) or "
                          f"'aysal' (X + γ(W − I) C(X)); got form={form!r}.")
-
-    def step(state, oracle, mixer, key):
-        del oracle
-        CX, bits = compress_stacked(compressor, _compress_key(key), state.X)
-        if form == "carli":
-            X = tree.add(state.X, _gossip_term(gamma, mixer(CX), state.X))
-        else:
-            X = tree.add(state.X, _gossip_term(gamma, mixer(CX), CX))
-        return GossipState(X, state.X_hat, state.t + 1), cost(0, 1, bits)
-
-    return Algorithm(init=_gossip_init, step=step, params=_params)
+    return make("naive_compressed_gossip", _naive_gossip(compressor, form), {"gamma": gamma},
+                dict(gamma=gamma, compressor=compressor, form=form))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +257,23 @@ class DCDState(NamedTuple):
     t: Any  # int32
 
 
-@factory(numeric=("learning_rate",))
+@structural
+def _dcd(rate: Rate, compressor: Compressor):
+    def init(X, key):
+        del key
+        return DCDState(X=X, t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        G = oracle(state.X, key)
+        eta = rate(hp, state.t)
+        delta = jax.tree.map(lambda wx, g, x: wx - jnp.asarray(eta).astype(x.dtype) * g - x,
+                             mixer(state.X), G, state.X)
+        Q, bits = compress_stacked(compressor, compress_key(key), delta)
+        return DCDState(tree.add(state.X, Q), state.t + 1), cost(1, 1, bits)
+
+    return init, step, stacked_params
+
+
 def dcd_psgd(learning_rate, compressor) -> Algorithm:
     """DCD-PSGD (Tang, Gan, Zhang, Zhang, Liu, NeurIPS 2018): compress the change of the iterate.
 
@@ -299,28 +293,15 @@ def dcd_psgd(learning_rate, compressor) -> Algorithm:
       >>> import decsim.compression as C
       >>> algo = dcd_psgd(0.05, C.qsgd(16, unbiased=True))
     """
-    LocalUpdate(learning_rate, None, "dcd_psgd")  # validates learning_rate
-    lr = schedule(learning_rate)
-    _check_compressor(compressor)
+    rate, hp = _rate("dcd_psgd", learning_rate)
+    check_compressor(compressor)
     if not compressor.unbiased:
         raise ValueError(f"dcd_psgd requires an unbiased compressor (E C(x) = x); got "
                          f"{compressor.name} (unbiased=False). Use e.g. rand_k(fraction, "
                          "unbiased=True) or qsgd(levels, unbiased=True), or choco_sgd, which "
                          "handles biased compressors.")
-
-    def init(X, key):
-        del key
-        return DCDState(X=X, t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        eta = lr(state.t)
-        delta = jax.tree.map(lambda wx, g, x: wx - jnp.asarray(eta).astype(x.dtype) * g - x,
-                             mixer(state.X), G, state.X)
-        Q, bits = compress_stacked(compressor, _compress_key(key), delta)
-        return DCDState(tree.add(state.X, Q), state.t + 1), cost(1, 1, bits)
-
-    return Algorithm(init=init, step=step, params=_params)
+    return make("dcd_psgd", _dcd(rate, compressor), hp,
+                dict(learning_rate=learning_rate, compressor=compressor))
 
 
 class DeepSqueezeState(NamedTuple):
@@ -331,7 +312,24 @@ class DeepSqueezeState(NamedTuple):
     t: Any  # int32
 
 
-@factory(numeric=("learning_rate", "gamma"))
+@structural
+def _deepsqueeze(rate: Rate, compressor: Compressor):
+    def init(X, key):
+        del key
+        return DeepSqueezeState(X=X, E=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        G = oracle(state.X, key)
+        eta = rate(hp, state.t)
+        X_half = jax.tree.map(lambda x, g: x - jnp.asarray(eta).astype(x.dtype) * g, state.X, G)
+        V = tree.add(X_half, state.E)
+        Q, bits = compress_stacked(compressor, compress_key(key), V)
+        X = tree.add(X_half, gossip_term(hp["gamma"], mixer(Q), Q))
+        return DeepSqueezeState(X, tree.sub(V, Q), state.t + 1), cost(1, 1, bits)
+
+    return init, step, stacked_params
+
+
 def deepsqueeze(learning_rate, gamma, compressor) -> Algorithm:
     """DeepSqueeze (Tang, Lian, Yu, Zhang, Liu 2019): error-compensated compressed gossip.
 
@@ -349,22 +347,124 @@ def deepsqueeze(learning_rate, gamma, compressor) -> Algorithm:
       >>> import decsim.compression as C
       >>> algo = deepsqueeze(0.05, 0.2, C.sign())
     """
-    LocalUpdate(learning_rate, None, "deepsqueeze")
-    lr = schedule(learning_rate)
-    _check_gamma(gamma, "deepsqueeze")
-    _check_compressor(compressor)
+    rate, hp = _rate("deepsqueeze", learning_rate)
+    hp["gamma"] = check_gamma("deepsqueeze", gamma)
+    check_compressor(compressor)
+    return make("deepsqueeze", _deepsqueeze(rate, compressor), hp,
+                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor))
 
-    def init(X, key):
-        del key
-        return DeepSqueezeState(X=X, E=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
 
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)
-        eta = lr(state.t)
-        X_half = jax.tree.map(lambda x, g: x - jnp.asarray(eta).astype(x.dtype) * g, state.X, G)
-        V = tree.add(X_half, state.E)
-        Q, bits = compress_stacked(compressor, _compress_key(key), V)
-        X = tree.add(X_half, _gossip_term(gamma, mixer(Q), Q))
-        return DeepSqueezeState(X, tree.sub(V, Q), state.t + 1), cost(1, 1, bits)
+# ---------------------------------------------------------------------------------------------
+# the consensus step size γ (the Choco code's tuner)
 
-    return Algorithm(init=init, step=step, params=_params)
+
+# Final errors below this fraction of the initial one count as converged (float32 round-off lies
+# near 1e-15 of it): among converged candidates the fastest wins, not the luckiest residue.
+TUNE_FLOOR = 1e-10
+
+
+def _tuning_error(X, X_hat):
+    """``||X − x̄||² + ||X − X̂||²`` over all workers and leaves."""
+    centred = jax.tree.map(lambda a: a - jnp.mean(a, axis=0, keepdims=True), X)
+    lag = jax.tree.map(jnp.subtract, X, X_hat)
+    return sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(centred) + jax.tree.leaves(lag))
+
+
+@structural
+def _tuner(compressor: Compressor, rounds: int):
+    """One program: ``rounds`` Choco-Gossip rounds for every γ of a grid (vmapped over γ, the
+    hyperparameter that travels as data). Returns per γ the final error, the first round at which
+    the error fell below the convergence floor (``rounds`` if never), and the floor."""
+    from ..gossip import Mixer
+
+    init, step, _ = _choco_gossip(compressor)
+
+    def one(gamma, X0, W, key):
+        mixer = Mixer(W=W, lam=jnp.zeros((), jnp.float32))
+        state = init(X0, key)
+        floor = jnp.float32(TUNE_FLOOR) * _tuning_error(state.X, state.X_hat)
+
+        def body(carry, t):
+            state, hit = carry
+            state, _ = step(state, {"gamma": gamma}, None, mixer, jax.random.fold_in(key, t))
+            below = _tuning_error(state.X, state.X_hat) <= floor
+            hit = jnp.where((hit == rounds) & below, t + 1, hit)
+            return (state, hit), None
+
+        (state, hit), _ = jax.lax.scan(body, (state, jnp.asarray(rounds, jnp.int32)),
+                                       jnp.arange(rounds, dtype=jnp.int32))
+        return _tuning_error(state.X, state.X_hat), hit, floor
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+
+
+def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: int = 1000,
+               grid: Optional[Sequence[float]] = None, full_output: bool = False):
+    """Pick Choco's consensus step size γ for a compressor on a topology (the Choco code's tuner).
+
+    Runs ``choco_gossip(γ, compressor)`` for ``rounds`` rounds from Gaussian vectors
+    ``x_i ~ N(0, I_d)`` (one per worker, drawn from ``seed``) for every γ of ``grid`` (default
+    ``logspace(-3, 0, 20)``) and returns the γ minimising ``||X − x̄||² + ||X − X̂||²`` at the end.
+    All γ run as one vmapped program (γ is data: one compilation per compressor, shapes and round
+    count).
+
+    Deviation (documented): the Choco code compares final errors in float64. In float32 several γ
+    reach round-off level within the rounds (e.g. every γ above ~0.1 for ``identity()`` or 16-level
+    qsgd on a ring of 9 with d = 2000), and their residues are noise. So final errors below
+    ``1e-10 ×`` the initial one count as converged and tie; among them the γ that got there in the
+    fewest rounds wins (then the larger γ). Where no candidate converges this is exactly the Choco
+    rule. Diverged candidates (NaN/inf) are never chosen.
+
+    Args:
+      topology: a :class:`decsim.topology.Topology` (its ``W`` is used).
+      compressor: the compressor Choco will use.
+      d: vector size (an int), or a sequence of leaf sizes to tune layer-wise as the model will be
+        compressed: ``ds.tree.leaf_sizes(problem.params0)``.
+      seed: seed of the Gaussian vectors and of the compressor's randomness.
+      rounds: gossip rounds per candidate.
+      grid: candidate γ values in (0, 1].
+      full_output: also return the grid and the final errors.
+
+    Returns:
+      γ (a float); with ``full_output=True``, ``(γ, grid, errors)`` (numpy arrays).
+
+    Example:
+      >>> import decsim as ds
+      >>> g = tune_gamma(ds.topology.ring(9, weights="uniform"), ds.compression.top_k(0.1), 50,
+      ...                rounds=200)
+      >>> 0.001 <= g <= 1.0
+      True
+    """
+    W = getattr(topology, "W", None)
+    if W is None or np.ndim(W) != 2:
+        raise ValueError(f"topology must be a decsim Topology (e.g. decsim.topology.ring(9)); got "
+                         f"{type(topology).__name__}.")
+    check_compressor(compressor)
+    sizes = ((d,) if isinstance(d, numbers.Integral)
+             else tuple(d) if isinstance(d, (list, tuple)) else None)
+    if not sizes or any(not checks.is_number(s) or not isinstance(s, numbers.Integral) or s < 1
+                        for s in sizes):
+        raise ValueError(f"d must be a positive integer (the vector size) or a sequence of positive "
+                         f"leaf sizes; got d={d!r}.")
+    rounds = checks.integer("rounds", rounds)
+    grid = np.logspace(-3, 0, 20) if grid is None else np.asarray(grid, np.float64).reshape(-1)
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
+        raise ValueError(f"grid must be a non-empty sequence of gammas in (0, 1]; got {grid!r}.")
+    n = int(np.shape(W)[0])
+    rng = np.random.default_rng(seed)
+    X0 = [jnp.asarray(rng.normal(size=(n, int(s))), jnp.float32) for s in sizes]
+    program = _tuner(compressor, rounds)
+    errors, hits, floor = program(jnp.asarray(grid, jnp.float32), X0, jnp.asarray(W, jnp.float32),
+                                  jax.random.PRNGKey(seed))
+    errors, hits, floor = (np.asarray(errors, np.float64), np.asarray(hits),
+                           float(np.asarray(floor)[0]))
+    finite = np.isfinite(errors)
+    if not finite.any():
+        raise ValueError(f"every gamma in the grid diverged for {compressor.name} on this topology; "
+                         "try a grid of smaller values.")
+    # lexicographic: final error (converged ones tie at the floor), then the round at which the
+    # floor was reached, then the larger gamma
+    score = np.where(finite, np.maximum(errors, floor), np.inf)
+    order = np.lexsort((-grid, hits, score))
+    gamma = float(grid[order[0]])
+    return (gamma, grid, errors) if full_output else gamma

@@ -14,9 +14,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
-from ._common import LocalUpdate, check_int, cost, dense_bits, factory
+from ._common import (LocalUpdate, Rate, cost, dense_bits, learning_rate as _rate, make,
+                      stacked_params, structural)
+
+__all__ = ["detag", "accelerated_gossip"]
 
 
 def momentum_coefficient(lam):
@@ -48,7 +52,30 @@ class DetagState(NamedTuple):
     t: Any  # int32 phase counter k
 
 
-@factory(numeric=("learning_rate",))
+@structural
+def _detag(rate: Rate, rounds: int, accelerate: bool):
+    local = LocalUpdate(rate, None)
+
+    def init(X, key):
+        del key
+        Z = tree.zeros_like(X)
+        return DetagState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(rounds))
+        G = jax.tree.map(lambda g: jnp.mean(g, axis=0),
+                         jax.vmap(oracle, in_axes=(None, 0))(state.X, keys))
+        Y_half = tree.add(state.Y, tree.sub(G, state.G_prev))
+        U, _ = local.update(Y_half, (), state.X, state.t, hp)
+        X_half = tree.add(state.X, U)
+        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros((), jnp.float32)
+        X, Y = accelerated_rounds(mixer, (X_half, Y_half), rounds, mu.astype(jnp.float32))
+        return (DetagState(X, Y, G, state.t + 1),
+                cost(rounds, rounds, rounds * dense_bits(state.X, copies=2)))
+
+    return init, step, stacked_params
+
+
 def detag(learning_rate, rounds: int, *, accelerate: bool = True) -> Algorithm:
     """DeTAG: gradient tracking with accelerated gossip and gradient accumulation.
 
@@ -74,37 +101,34 @@ def detag(learning_rate, rounds: int, *, accelerate: bool = True) -> Algorithm:
     Example:
       >>> algo = detag(0.1, rounds=4)
     """
-    local = LocalUpdate(learning_rate, None, "detag")
-    check_int("rounds", rounds)
-    if not isinstance(accelerate, bool):
-        raise ValueError(f"accelerate must be True or False; got accelerate={accelerate!r}.")
-
-    def init(X, key):
-        del key
-        Z = tree.zeros_like(X)
-        return DetagState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(rounds))
-        G = jax.tree.map(lambda g: jnp.mean(g, axis=0),
-                         jax.vmap(oracle, in_axes=(None, 0))(state.X, keys))
-        Y_half = tree.add(state.Y, tree.sub(G, state.G_prev))
-        U, _ = local.update(Y_half, (), state.X, state.t)
-        X_half = tree.add(state.X, U)
-        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros((), jnp.float32)
-        X, Y = accelerated_rounds(mixer, (X_half, Y_half), rounds, mu.astype(jnp.float32))
-        return (DetagState(X, Y, G, state.t + 1),
-                cost(rounds, rounds, rounds * dense_bits(state.X, copies=2)))
-
-    return Algorithm(init=init, step=step, params=lambda s: s.X)
+    rate, hp = _rate("detag", learning_rate)
+    rounds = checks.integer("rounds", rounds)
+    accelerate = checks.boolean("accelerate", accelerate)
+    return make("detag", _detag(rate, rounds, accelerate), hp,
+                dict(learning_rate=learning_rate, rounds=rounds, accelerate=accelerate))
 
 
-class GossipState(NamedTuple):
+class AcceleratedGossipState(NamedTuple):
     X: Any  # stacked values [n, ...]
     t: Any  # int32
 
 
-@factory()
+@structural
+def _accelerated_gossip(rounds: int, accelerate: bool):
+    def init(X, key):
+        del key
+        return AcceleratedGossipState(X=X, t=jnp.zeros((), jnp.int32))
+
+    def step(state, hp, oracle, mixer, key):
+        del hp, oracle, key
+        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros((), jnp.float32)
+        (X,) = accelerated_rounds(mixer, (state.X,), rounds, mu.astype(jnp.float32))
+        return (AcceleratedGossipState(X, state.t + 1),
+                cost(0, rounds, rounds * dense_bits(state.X)))
+
+    return init, step, stacked_params
+
+
 def accelerated_gossip(rounds: int = 1, *, accelerate: bool = True) -> Algorithm:
     """Average consensus by accelerated gossip: each step is ``X ← AG_R(X)`` (no gradients).
 
@@ -115,18 +139,7 @@ def accelerated_gossip(rounds: int = 1, *, accelerate: bool = True) -> Algorithm
     Example:
       >>> algo = accelerated_gossip(rounds=10)
     """
-    check_int("rounds", rounds)
-    if not isinstance(accelerate, bool):
-        raise ValueError(f"accelerate must be True or False; got accelerate={accelerate!r}.")
-
-    def init(X, key):
-        del key
-        return GossipState(X=X, t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        del oracle, key
-        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros((), jnp.float32)
-        (X,) = accelerated_rounds(mixer, (state.X,), rounds, mu.astype(jnp.float32))
-        return GossipState(X, state.t + 1), cost(0, rounds, rounds * dense_bits(state.X))
-
-    return Algorithm(init=init, step=step, params=lambda s: s.X)
+    rounds = checks.integer("rounds", rounds)
+    accelerate = checks.boolean("accelerate", accelerate)
+    return make("accelerated_gossip", _accelerated_gossip(rounds, accelerate), {},
+                dict(rounds=rounds, accelerate=accelerate))

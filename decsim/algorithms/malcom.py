@@ -9,23 +9,29 @@ Objective ``f(x) + μ ||x||₁``. State ``X`` and public copies ``X̂`` (``X̂_0
     Y = X½ + γ (W − I) X̂_{t+1}
     X_{t+1} = sign(Y) * max(|Y| − η μ, 0)  # prox of η μ ||·||₁ (soft threshold)
 
-The exchange is Choco's (:func:`decsim.algorithms.choco.choco_exchange`); the bits are the exact
-length of the lossless code of ``Q_t`` (:func:`decsim.compression.elias_bits`): 32 bits of norm, the
-gaps between nonzero positions and each nonzero's sign and level, Elias-gamma coded.
+MALCOM-PSGD is :func:`decsim.algorithms.choco.compressed_sgd` with the dithered quantizer and the
+l1 prox as its post-map; the exchange is Choco's
+(:func:`decsim.algorithms._exchange.choco_exchange`). The bits are the exact length of the
+lossless code of ``Q_t`` (:func:`decsim.compression.elias_bits`): 32 bits of norm, the gaps
+between nonzero positions and each nonzero's sign and level, Elias-gamma coded.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
 from ..compression import dithered, identity
-from ._common import LocalUpdate, check_int, cost, factory, is_number, schedule
-from .choco import _compress_key, choco_exchange
+from ._common import LocalUpdate, Rate, learning_rate as _rate, make
+from ._exchange import check_gamma
+from .choco import compressed_sgd
+
+__all__ = ["malcom_psgd"]
 
 CODERS = ("elias", "fixed")
 
@@ -35,10 +41,13 @@ def soft_threshold(Y, threshold):
     return jax.tree.map(lambda y: jnp.sign(y) * jnp.maximum(jnp.abs(y) - threshold, 0.0), Y)
 
 
-class MalcomState(NamedTuple):
-    X: Any  # private iterates [n, ...]
-    X_hat: Any  # public copies [n, ...] (zeros at start)
-    t: Any  # int32
+class L1Prox(NamedTuple):
+    """The post-map ``X = prox_{η_t μ ||·||₁}(Y)`` with ``μ = hparams["l1"]``."""
+
+    rate: Rate
+
+    def __call__(self, Y, hparams, t):
+        return soft_threshold(Y, self.rate(hparams, t) * hparams["l1"])
 
 
 def _sparsity(state):
@@ -48,8 +57,8 @@ def _sparsity(state):
     return {"sparsity": zeros / float(sum(a.size for a in leaves))}
 
 
-@factory(numeric=("learning_rate", "gamma", "l1"))
-def malcom_psgd(learning_rate, gamma, l1, *, levels: Optional[int] = 16, coder: str = "elias") -> Algorithm:
+def malcom_psgd(learning_rate, gamma, l1, *, levels: Optional[int] = 16,
+                coder: str = "elias") -> Algorithm:
     """MALCOM-PSGD: Choco-style compressed gossip of dithered-quantized differences, an l1 prox
     step, and entropy-coded messages.
 
@@ -68,31 +77,16 @@ def malcom_psgd(learning_rate, gamma, l1, *, levels: Optional[int] = 16, coder: 
     Example:
       >>> algo = malcom_psgd(0.1, 0.5, 1e-3, levels=16)
     """
-    local = LocalUpdate(learning_rate, None, "malcom_psgd")
-    if is_number(gamma) and not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1]; got gamma={gamma!r}.")
-    if is_number(l1) and not l1 >= 0.0:
-        raise ValueError(f"l1 must be >= 0; got l1={l1!r}.")
-    if coder not in CODERS:
-        raise ValueError(f"coder={coder!r} is not a coder; choose one of {CODERS}.")
+    rate, hp = _rate("malcom_psgd", learning_rate)
+    hp["gamma"] = check_gamma("malcom_psgd", gamma)
+    hp["l1"] = checks.nonnegative("l1", l1)
+    coder = checks.one_of("coder", coder, CODERS, what="MALCOM coder")
     if levels is None:
         compressor = identity()
     else:
-        check_int("levels", levels)
-        compressor = dithered(levels, coder=coder)
-    lr = schedule(learning_rate)
-
-    def init(X, key):
-        del key
-        return MalcomState(X=X, X_hat=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
-
-    def step(state, oracle, mixer, key):
-        G = oracle(state.X, key)  # the same key use as choco_sgd, so the reduction is exact
-        U, _ = local.update(G, (), state.X, state.t)
-        X_half = tree.add(state.X, U)
-        Y, X_hat, bits = choco_exchange(X_half, state.X_hat, gamma, compressor, mixer,
-                                        _compress_key(key))
-        X = soft_threshold(Y, lr(state.t) * l1)
-        return MalcomState(X, X_hat, state.t + 1), cost(1, 1, bits)
-
-    return Algorithm(init=init, step=step, params=lambda s: s.X, extra_metrics=_sparsity)
+        compressor = dithered(checks.integer("levels", levels), coder=coder)
+    # the same key use as choco_sgd (oracle: the step key), so the reduction to it is exact
+    parts = compressed_sgd(LocalUpdate(rate, None), compressor, "paper", L1Prox(rate))
+    return make("malcom_psgd", parts, hp,
+                dict(learning_rate=learning_rate, gamma=gamma, l1=l1, levels=levels, coder=coder),
+                extra_metrics=_sparsity)

@@ -1,0 +1,30 @@
+"""Problem constructors: ``f(x) = (1/n) sum_i f_i(x)`` with worker i's data (ALGORITHMS.md §0).
+
+Every constructor returns a :class:`decsim.Problem`. Loss functions are module-level (memoized per
+static option such as the l2 weight), so problems that differ only in their data share one
+compiled program in the runner. :mod:`decsim.problems.objective` says what a Problem means (the
+local and global objectives and the gradient oracle). Constructors listed in a submodule's
+``__all__`` whose first argument is ``n_workers`` are registered in :data:`REGISTRY`.
+
+Example:
+    >>> import decsim as ds
+    >>> prob = ds.problems.logistic_regression(8, dataset="digits", partition="dirichlet",
+    ...                                        alpha=0.5, batch_size=32, seed=0)
+    >>> prob.n_workers, bool(prob.counts.sum() > 1000)
+    (8, True)
+"""
+
+from . import classification, fm, objective, synthetic
+from .classification import dense, logistic_regression, mlp
+from .custom import custom
+from .fm import FM_PARTITIONS, auc, factorization_machine
+from .objective import full_loss, optimum, oracle
+from .synthetic import consensus, quadratic
+
+# name -> constructor of the problems a config can name (first argument n_workers)
+REGISTRY = {name: getattr(module, name)
+            for module in (synthetic, classification, fm)
+            for name in module.__all__ if name not in ("dense", "auc")}
+
+__all__ = sorted(REGISTRY) + ["REGISTRY", "custom", "dense", "auc", "full_loss", "optimum",
+                              "oracle", "objective", "FM_PARTITIONS"]
