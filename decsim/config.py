@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import difflib
 import functools
 import hashlib
 import inspect
@@ -65,6 +64,8 @@ import json
 import numbers
 import re
 from typing import Any, NamedTuple, Optional
+
+from . import _checks as checks
 
 TOP_LEVEL = ("algorithm", "problem", "topology", "n_workers", "steps", "eval_every", "seed", "seeds")
 _REQUIRED = ("algorithm", "problem", "topology", "n_workers", "steps")
@@ -161,23 +162,18 @@ def inverse_time(init_value: float, decay_steps: float):
 # errors
 
 
-def _closest(name, valid) -> str:
-    close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
 def _unknown(where: str, kind: str, name, valid) -> ValueError:
     valid = sorted(valid)
     listed = ", ".join(valid) if valid else "(none)"
     return ValueError(f"config key {where!r}: unknown {kind} {name!r}; valid names: {listed}."
-                      f"{_closest(name, valid)}")
+                      f"{checks.closest(name, valid)}")
 
 
 def _bad_args(where: str, owner: str, unknown, valid) -> ValueError:
     name = sorted(unknown)[0]
     listed = ", ".join(sorted(valid)) if valid else "(none)"
     return ValueError(f"config key {where!r}: unknown argument {name!r} for {owner}; valid arguments: "
-                      f"{listed}.{_closest(name, valid)}")
+                      f"{listed}.{checks.closest(name, valid)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,9 +319,11 @@ def _canonical_value(value, where: str, arg: str):
 
 
 def _check_int(where: str, value, minimum: int):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"config key {where!r} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
+    try:
+        return checks.integer(f"config key {where!r}", value, min=minimum)
+    except ValueError:
+        raise ValueError(f"config key {where!r} must be an integer >= {minimum}; got "
+                         f"{value!r}.") from None
 
 
 def canonical(cfg: dict) -> dict:
@@ -341,7 +339,7 @@ def canonical(cfg: dict) -> dict:
     if unknown:
         name = sorted(unknown)[0]
         raise ValueError(f"unknown config key {name!r}; valid keys: {', '.join(TOP_LEVEL)}."
-                         f"{_closest(name, TOP_LEVEL)}")
+                         f"{checks.closest(name, TOP_LEVEL)}")
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
         raise ValueError(f"the run config lacks {', '.join(repr(k) for k in missing)}; a run needs "
@@ -591,8 +589,9 @@ def build(cfg: dict) -> Built:
     """
     c = canonical(cfg)
     algorithm, problem, topology = build_algorithm(c), build_problem(c), build_topology(c)
-    if algorithm.validate is not None:
-        algorithm.validate(topology)
+    validate = getattr(algorithm, "validate", None)
+    if validate is not None:
+        validate(topology)
     return Built(algorithm=algorithm, problem=problem, topology=topology, steps=c["steps"],
                  eval_every=c["eval_every"], seed=c.get("seed"), seeds=c.get("seeds"), config=c)
 

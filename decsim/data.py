@@ -17,15 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _checks as checks
+
 DATASETS = ("digits", "breast_cancer")
 PARTITIONS = ("iid", "dirichlet", "sorted", "shards")
-
-
-def _closest(name, valid):
-    import difflib
-
-    close = difflib.get_close_matches(str(name), valid, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def load_dataset(name: str):
@@ -33,7 +28,7 @@ def load_dataset(name: str):
     key = str(name).replace("-", "_")
     if key not in DATASETS:
         raise ValueError(f"dataset={name!r} is not bundled; choose one of {DATASETS}."
-                         f"{_closest(key, DATASETS)}")
+                         f"{checks.closest(key, DATASETS)}")
     from sklearn import datasets
 
     loader = datasets.load_digits if key == "digits" else datasets.load_breast_cancer
@@ -71,9 +66,8 @@ def partition(labels, n_workers: int, scheme: str = "iid", *, alpha: float = 0.5
     m = labels.shape[0]
     if scheme not in PARTITIONS:
         raise ValueError(f"partition={scheme!r} is unknown; choose one of {PARTITIONS}."
-                         f"{_closest(scheme, PARTITIONS)}")
-    if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
-        raise ValueError(f"n_workers must be an integer >= 1; got {n_workers!r}.")
+                         f"{checks.closest(scheme, PARTITIONS)}")
+    n_workers = checks.integer("n_workers", n_workers)
     if n_workers > m:
         raise ValueError(f"n_workers={n_workers} exceeds the {m} training samples; every worker "
                          "needs at least one. Use fewer workers or a larger data set.")
@@ -84,9 +78,7 @@ def partition(labels, n_workers: int, scheme: str = "iid", *, alpha: float = 0.5
     if scheme == "sorted":
         return list(np.array_split(order, n_workers))
     if scheme == "shards":
-        if isinstance(shards_per_worker, bool) or not isinstance(shards_per_worker, (int, np.integer)) \
-                or shards_per_worker < 1:
-            raise ValueError(f"shards_per_worker must be an integer >= 1; got {shards_per_worker!r}.")
+        shards_per_worker = checks.integer("shards_per_worker", shards_per_worker)
         n_shards = n_workers * shards_per_worker
         if n_shards > m:
             raise ValueError(f"n_workers * shards_per_worker = {n_shards} exceeds the {m} samples; "
@@ -221,12 +213,9 @@ def synthetic_ctr(n_samples: int, vocab_sizes, *, embed_dim: int = 4, n_groups: 
     vocab_sizes = [int(v) for v in vocab_sizes]
     if not vocab_sizes or min(vocab_sizes) < 2:
         raise ValueError(f"vocab_sizes must be a non-empty list of integers >= 2; got {vocab_sizes!r}.")
-    if isinstance(n_groups, bool) or not isinstance(n_groups, (int, np.integer)) or n_groups < 1:
-        raise ValueError(f"n_groups must be an integer >= 1; got {n_groups!r}.")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) \
-            or n_samples < 2 * n_groups:
-        raise ValueError(f"n_samples must be an integer >= 2 * n_groups = {2 * n_groups}; got "
-                         f"n_samples={n_samples!r}.")
+    n_groups = checks.integer("n_groups", n_groups)
+    n_samples = checks.integer("n_samples", n_samples, min=2 * n_groups,
+                               hint="At least two samples per group.")
     if not float(signal) > 0.0:
         raise ValueError(f"signal must be positive (std of the true logit); got signal={signal!r}.")
     rng = np.random.default_rng(seed)

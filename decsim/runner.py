@@ -254,6 +254,8 @@ def _resolve_hparams(algorithm, hparams: Optional[dict], n_runs: Optional[int]) 
                 check({k: value})
             else:
                 checks.number(f"hparams[{k!r}]", value)
+        if n_runs is not None:  # batched: every value per run, so one program serves both forms
+            arr = np.broadcast_to(arr, (n_runs,))
         out[k] = jnp.asarray(arr, jnp.float32)
     return out
 
