@@ -50,7 +50,7 @@ def test_speedup_study_small(tmp_path):
     assert meta["target"] == pytest.approx(res.target)
     assert not t["diverged"].any()
     # the runs are a sweep store that the same study finds finished (and resumes)
-    base, grid, keys = ds.sweep.speedup_plan(ns=(1, 2, 4), topologies=("ring", "complete"), steps=400,
+    base, grid, keys = ds.study.speedup_plan(ns=(1, 2, 4), topologies=("ring", "complete"), steps=400,
                                              eval_every=10, seeds=(0, 1))
     report = ds.sweep(base, grid, str(tmp_path / "runs"), progress=False)
     assert report.ran == 0 and report.skipped == report.total == res.config["runs_computed"]

@@ -184,7 +184,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 def test_example_sweeps_are_valid(path):
     spec = config.load(path)
     assert set(spec) <= {"base", "grid"}
-    runs = ds.sweep.plan(spec["base"], spec.get("grid"))
+    runs = ds.study.plan(spec["base"], spec.get("grid"))
     assert len(runs) >= 2
     for r in runs[:50]:
         assert config.config_hash(r.config) == r.id

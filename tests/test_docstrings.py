@@ -5,9 +5,10 @@ import importlib
 
 import pytest
 
-MODULES = ["decsim", "decsim.topology", "decsim.problems", "decsim.runner", "decsim.sweep",
+MODULES = ["decsim", "decsim.topology", "decsim.problems", "decsim.runner",
            "decsim.algorithms.baselines", "decsim.config", "decsim.compression",
-           "decsim.algorithms.choco"]
+           "decsim.algorithms.choco", "decsim.study", "decsim.study.grid", "decsim.study.store",
+           "decsim.study.sweep", "decsim.study.speedup"]
 
 
 @pytest.mark.parametrize("name", MODULES)
