@@ -57,7 +57,7 @@ def main() -> None:
 
     import decsim as ds
     from decsim import runner
-    from decsim import sweep as S
+    from decsim import study
 
     print(machine())
     base = {"algorithm": {"name": "dsgd", "learning_rate": 0.1},
@@ -102,10 +102,10 @@ def main() -> None:
             print(f"{how:38s} {secs:7.2f} {comp:9.2f} {ran:6.2f} {traced:6d} {secs / runs:6.3f}")
 
         out = os.path.join(tmp, "a")
-        planned = S.plan(base, grid)
+        planned = study.plan(base, grid)
         t0 = time.perf_counter()
         for r in planned:
-            assert S.is_complete(out, r.id)
+            assert study.is_complete(out, r.id)
         check_ms = 1e3 * (time.perf_counter() - t0) / len(planned)
         hist = ds.run(ds.algorithms.dsgd(0.1), built.problem, built.topology, steps,
                       eval_every=base["eval_every"], seeds=[0], progress=False)
@@ -113,7 +113,7 @@ def main() -> None:
         os.makedirs(scratch)
         t0 = time.perf_counter()
         for r in planned:
-            S.write_run(scratch, r, hist, 0, facts={})
+            study.write_run(scratch, r, hist, 0, facts={})
         write_ms = 1e3 * (time.perf_counter() - t0) / len(planned)
         t0 = time.perf_counter()
         frame = ds.load_results(out)

@@ -12,19 +12,19 @@ Example:
     (11,)
 """
 
-from . import algorithms, compression, config, data, gossip, plot, problems, sweep, theory, topology, tree
+from . import (algorithms, compression, config, data, gossip, plot, problems, study, theory,
+               topology, tree)
 from ._types import Algorithm, Compressor, History, Problem, StepCost
 from .runner import run
-from .sweep import load_results, speedup_study
+from .study import load_results, speedup_study, sweep
 
-# ``ds.sweep`` is the module decsim.sweep, made callable: ``ds.sweep(base, grid, out_dir)`` runs a
-# sweep (DESIGN.md section 3) and ``ds.sweep.load_results``, ``ds.sweep.speedup_study`` etc. stay
-# where they were.
+# ``ds.sweep(base, grid, out_dir)`` is a plain function (DESIGN.md section 3); the rest of the
+# sweep machinery (grids, the result store, the speedup study) is the package ``ds.study``.
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "Compressor", "History", "compression", "Problem", "StepCost", "algorithms", "config", "data", "gossip",
-    "load_results", "plot", "problems", "run", "speedup_study", "sweep",
-    "theory", "topology", "tree", "__version__",
+    "Algorithm", "Compressor", "History", "compression", "Problem", "StepCost", "algorithms",
+    "config", "data", "gossip", "load_results", "plot", "problems", "run", "speedup_study",
+    "study", "sweep", "theory", "topology", "tree", "__version__",
 ]

@@ -33,7 +33,7 @@ def _names(text: str) -> tuple:
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .sweep import SPEEDUP_DEFAULTS as D
+    from .study.speedup import SPEEDUP_DEFAULTS as D
 
     p = argparse.ArgumentParser(prog="decsim", description="Decentralized-training simulator on JAX.")
     p.add_argument("--version", action="version", version=f"decsim {__version__}")
@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ns", type=_ints, default=D["ns"], help="worker counts, e.g. 1,2,4,8")
     s.add_argument("--topologies", type=_names, default=D["topologies"],
                    help="comma-separated generator names (default: ring,torus,complete)")
-    s.add_argument("--algorithms", "--algorithm", type=_names, default=D["algorithms"],
+    s.add_argument("--algorithms", type=_names, default=D["algorithms"],
                    dest="algorithms", help="comma-separated algorithms that take only a learning "
                    "rate, e.g. dsgd,gradient_tracking,exact_diffusion (default: dsgd)")
     s.add_argument("--steps", type=int, default=D["steps"])
@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_speedup(args) -> int:
-    from .sweep import speedup_study
+    from .study.speedup import speedup_study
 
     res = speedup_study(
         out_dir=args.out, progress=not args.quiet, ns=args.ns, topologies=args.topologies,
@@ -159,7 +159,8 @@ def _final_table(hist) -> str:
 
 def _cmd_run(args) -> int:
     from . import config
-    from .sweep import PlannedRun, _group_id, _hash, _problem_facts, write_run
+    from .study.grid import PlannedRun, group_id, run_id
+    from .study.store import problem_facts, write_run
 
     built = config.build(config.load(args.config))
     hist = built.run(progress=not args.quiet)
@@ -181,19 +182,19 @@ def _cmd_run(args) -> int:
                 hist, seeds=[hist.seeds], diverged=np.atleast_1d(hist.diverged),
                 diverged_step=np.atleast_1d(hist.diverged_step),
                 metrics={k: np.asarray(v)[None] for k, v in hist.metrics.items()})
-        facts = _problem_facts(built.problem)
+        facts = problem_facts(built.problem)
         facts.update(lam=float(built.topology.lam), p=float(built.topology.p))
         base = {k: v for k, v in c.items() if k not in ("seed", "seeds")}
         for i, seed in enumerate(seeds):
             one = dict(base, seed=seed)
-            path = write_run(args.out, PlannedRun(_hash(one), _group_id(one), one), hist, i, facts=facts,
-                             group_size=len(seeds))
+            planned = PlannedRun(run_id(one), group_id(one), one)
+            path = write_run(args.out, planned, hist, i, facts=facts, group_size=len(seeds))
             print(f"stored {path}")
     return 0
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import sweep_file
+    from .study.sweep import sweep_file
 
     rep = sweep_file(args.spec, args.out, shard=args.shard, progress=not args.quiet, rerun=args.rerun,
                      save_params=args.save_params)
@@ -211,7 +212,7 @@ def _cmd_plot(args) -> int:
     import matplotlib.pyplot as plt
 
     from . import plot
-    from .sweep import load_results
+    from .study.store import load_results
 
     if not os.path.isdir(args.dir):
         raise ValueError(f"{args.dir!r} is not a folder; give a sweep result folder (decsim sweep --out DIR).")

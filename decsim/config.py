@@ -441,13 +441,6 @@ def config_hash(cfg: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def numeric_hparams(cfg: dict) -> dict:
-    """The algorithm's numeric hyperparameters in this config: ``build_algorithm(cfg).hparams``
-    with the config's own values (runs differing only in these share a compiled program)."""
-    c = canonical(cfg)
-    return {k: c["algorithm"][k] for k in _algorithm_of(c["algorithm"]).hparams}
-
-
 # ---------------------------------------------------------------------------------------------
 # building objects
 
@@ -628,5 +621,5 @@ def set_path(cfg: dict, path: str, value) -> dict:
 
 
 __all__ = ["Built", "build", "build_algorithm", "build_problem", "build_topology", "canonical",
-           "config_hash", "numeric_hparams", "load", "set_path", "inverse_time", "algorithms",
+           "config_hash", "load", "set_path", "inverse_time", "algorithms",
            "compressors", "topologies", "problems", "schedules", "TOP_LEVEL"]

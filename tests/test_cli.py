@@ -50,7 +50,7 @@ def test_speedup_study_small(tmp_path):
     assert meta["target"] == pytest.approx(res.target)
     assert not t["diverged"].any()
     # the runs are a sweep store that the same study finds finished (and resumes)
-    base, grid, keys = ds.sweep.speedup_plan(ns=(1, 2, 4), topologies=("ring", "complete"), steps=400,
+    base, grid, keys = ds.study.speedup_plan(ns=(1, 2, 4), topologies=("ring", "complete"), steps=400,
                                              eval_every=10, seeds=(0, 1))
     report = ds.sweep(base, grid, str(tmp_path / "runs"), progress=False)
     assert report.ran == 0 and report.skipped == report.total == res.config["runs_computed"]
@@ -79,7 +79,7 @@ def test_speedup_command(tmp_path, capsys):
     (["speedup", "--ns", "2,4", "--quiet"], "ns must include 1"),
     (["speedup", "--topologies", "ring,social", "--quiet"], "not usable in the speedup study"),
     (["speedup", "--algorithms", "adam", "--quiet"], "unknown algorithm 'adam'; valid names:"),
-    (["speedup", "--algorithm", "dsgd,gradient_trackng", "--quiet"], "Did you mean 'gradient_tracking'"),
+    (["speedup", "--algorithms", "dsgd,gradient_trackng", "--quiet"], "Did you mean 'gradient_tracking'"),
 ])
 def test_speedup_command_validates_before_running(argv, match, capsys):
     from decsim import runner

@@ -47,7 +47,7 @@ def test_canonical_fills_defaults_so_spellings_hash_alike():
     assert config.config_hash(one) == config.config_hash(base(algorithm={"name": "dsgd", "learning_rate": 1.0}))
     assert config.config_hash(base(algorithm={"name": "dsgd", "learning_rate": 0.2})) != config.config_hash(a)
     assert config.config_hash(base(seed=1)) != config.config_hash(a)
-    assert config.numeric_hparams(a) == {"learning_rate": 0.1}
+    assert config.build_algorithm(a).hparams == {"learning_rate": 0.1}
 
 
 def _error(cfg):
@@ -184,7 +184,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 def test_example_sweeps_are_valid(path):
     spec = config.load(path)
     assert set(spec) <= {"base", "grid"}
-    runs = ds.sweep.plan(spec["base"], spec.get("grid"))
+    runs = ds.study.plan(spec["base"], spec.get("grid"))
     assert len(runs) >= 2
     for r in runs[:50]:
         assert config.config_hash(r.config) == r.id

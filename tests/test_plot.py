@@ -29,7 +29,7 @@ def _labels(ax):
 
 
 def test_convergence_from_histories_and_from_a_frame(store):
-    hists = list(ds.sweep.load_histories(store).values())
+    hists = list(ds.study.load_histories(store).values())
     fig = ds.plot.convergence(hists, x="grad_evals", y="loss", labels=["a", "b", "c"])
     ax = fig.axes[0]
     assert _labels(ax) == ["a", "b", "c"]

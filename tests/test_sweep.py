@@ -1,6 +1,7 @@
 """Sweeps: grids, grouping into vmapped programs, one compilation for seeds x learning rates, the
 resumable result store (interruption, truncated and corrupt files), divergence, sharding."""
 
+import importlib
 import json
 import os
 
@@ -9,7 +10,11 @@ import pytest
 
 import decsim as ds
 from decsim import runner
-from decsim import sweep as S
+from decsim import study as S
+
+# the module decsim.study.sweep (the attribute of that name is the function ds.sweep): tests swap
+# the runner's run() it calls
+SWEEP = importlib.import_module("decsim.study.sweep")
 
 BASE = {"algorithm": {"name": "dsgd", "learning_rate": 0.1},
         "problem": {"name": "quadratic", "dim": 3, "mu": 0.5, "L": 1.0, "noise": 0.2, "seed": 0},
@@ -17,7 +22,8 @@ BASE = {"algorithm": {"name": "dsgd", "learning_rate": 0.1},
 
 
 class CountingRun:
-    """Wraps decsim.sweep.run: counts calls and seeds; optionally fails on call number ``fail_on``."""
+    """Wraps the run() that decsim.study.sweep calls: counts calls and seeds; optionally fails on
+    call number ``fail_on``."""
 
     def __init__(self, fail_on=None):
         self.calls, self.seeds, self.hparams, self.fail_on = 0, [], [], fail_on
@@ -56,7 +62,7 @@ def test_grid_expansion_grouping_and_dotted_paths():
 
 def test_four_seeds_times_three_learning_rates_are_one_call(tmp_path, monkeypatch):
     counting = CountingRun()
-    monkeypatch.setattr(S, "run", counting)
+    monkeypatch.setattr(SWEEP, "run", counting)
     # shapes no other test uses (5 workers, dim 7), so the programs are surely not cached yet
     cfg = dict(BASE, n_workers=5, problem=dict(BASE["problem"], dim=7), steps=40, eval_every=10)
     before = dict(runner.TRACE_COUNTS)
@@ -74,7 +80,7 @@ def test_four_seeds_times_three_learning_rates_are_one_call(tmp_path, monkeypatc
     # the stored curves are those of a direct run, and each record holds its own learning rate
     direct = ds.run(ds.algorithms.dsgd(0.2), ds.config.build_problem(cfg), ds.topology.ring(5),
                     steps=40, eval_every=10, seeds=[0, 1, 2, 3])
-    hists = ds.sweep.load_histories(str(tmp_path))
+    hists = ds.study.load_histories(str(tmp_path))
     assert sorted(h.config["hparams"]["learning_rate"] for h in hists.values()) == pytest.approx([0.05, 0.1, 0.2])
     mine = [h for h in hists.values() if h.config["hparams"]["learning_rate"] == pytest.approx(0.2)]
     assert len(mine) == 1 and mine[0].seeds == [0, 1, 2, 3]
@@ -90,7 +96,7 @@ def test_interrupted_sweep_resumes_and_reruns_damaged_files(tmp_path, monkeypatc
     out = str(tmp_path)
     # four batches of two seeds (data seeds differ, so each is its own call)
     grid = {"problem.seed": [0, 1, 2, 3], "seed": [0, 1]}
-    monkeypatch.setattr(S, "run", CountingRun(fail_on=3))
+    monkeypatch.setattr(SWEEP, "run", CountingRun(fail_on=3))
     with pytest.raises(KeyboardInterrupt):
         ds.sweep(BASE, grid, out, progress=False)
     finished = [p for p in os.listdir(out) if p.endswith(".json")]
@@ -98,7 +104,7 @@ def test_interrupted_sweep_resumes_and_reruns_damaged_files(tmp_path, monkeypatc
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
 
     counting = CountingRun()
-    monkeypatch.setattr(S, "run", counting)
+    monkeypatch.setattr(SWEEP, "run", counting)
     report = ds.sweep(BASE, grid, out, progress=False)
     assert (report.skipped, report.ran) == (4, 4)
     assert counting.calls == 2  # only the two unfinished batches
@@ -114,7 +120,7 @@ def test_interrupted_sweep_resumes_and_reruns_damaged_files(tmp_path, monkeypatc
     assert not S.is_complete(out, victim.id) and not S.is_complete(out, other.id)
     assert len(ds.load_results(out, final=True)) == 6  # damaged runs are skipped when reading
     counting = CountingRun()
-    monkeypatch.setattr(S, "run", counting)
+    monkeypatch.setattr(SWEEP, "run", counting)
     report = ds.sweep(BASE, grid, out, progress=False)
     assert (report.skipped, report.ran) == (6, 2)
     assert sorted(counting.seeds) == sorted([[victim.config["seed"]], [other.config["seed"]]])
@@ -170,7 +176,7 @@ def test_load_results_columns_and_histories(tmp_path):
     assert (frame["suboptimality"] >= -1e-6).all()
     final = ds.load_results(str(tmp_path), final=True)
     assert len(final) == 4 and (final["step"] == 20).all()
-    hists = ds.sweep.load_histories(str(tmp_path))
+    hists = ds.study.load_histories(str(tmp_path))
     assert len(hists) == 2
     for h in hists.values():
         assert h.seeds == [0, 1] and h.metrics["loss"].shape == (2, 5)
