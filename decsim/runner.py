@@ -438,12 +438,16 @@ def _assemble_metrics(d: _Driven, n_runs: int, n_evals: int, eval_every: int):
     return metrics, diverged_step
 
 
-def _record(algorithm, problem, topology, p: _Plan, steps, eval_every) -> dict:
-    """The run's record (``History.config``): names, arguments, hyperparameters, sizes."""
+def _record(algorithm, problem, topology, p: _Plan, steps, eval_every, given) -> dict:
+    """The run's record (``History.config``): names, arguments, hyperparameters (a list where
+    they were given one value per run, else the one value), sizes."""
+    per_run = {k for k, v in (given or {}).items() if np.ndim(v) == 1}
+    hp = {k: np.asarray(v, np.float64) for k, v in p.hp.items()}
     return {
         "algorithm": getattr(algorithm, "name", type(algorithm).__name__),
         "algorithm_args": _plain(getattr(algorithm, "args", None) or {}),
-        "hparams": {k: np.asarray(v, np.float64).tolist() for k, v in p.hp.items()},
+        "hparams": {k: v.tolist() if k in per_run else float(v.reshape(-1)[0])
+                    for k, v in hp.items()},
         "problem": problem.name,
         "topology": topology.name,
         "n_workers": problem.n_workers,
@@ -519,7 +523,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         diverged=div if batched else bool(div[0]),
         diverged_step=diverged_step if batched else int(diverged_step[0]),
         seeds=seed_list if batched else seed_list[0],
-        config=_record(algorithm, problem, topology, p, steps, eval_every),
+        config=_record(algorithm, problem, topology, p, steps, eval_every, hparams),
         compile_seconds=compile_seconds + d.compile_seconds,
         run_seconds=d.run_seconds,
     )
