@@ -5,7 +5,8 @@ import importlib
 
 import pytest
 
-MODULES = ["decsim", "decsim.topology", "decsim.problems", "decsim.runner", "decsim.sweep",
+MODULES = ["decsim", "decsim.topology", "decsim.topology.graphs", "decsim.topology.structure",
+           "decsim.topology.time_varying", "decsim.problems", "decsim.runner", "decsim.sweep",
            "decsim.algorithms.baselines", "decsim.config", "decsim.compression",
            "decsim.algorithms.choco"]
 
