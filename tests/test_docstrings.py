@@ -8,7 +8,8 @@ import pytest
 MODULES = ["decsim", "decsim.topology", "decsim.topology.graphs", "decsim.topology.structure",
            "decsim.topology.time_varying", "decsim.problems", "decsim.runner", "decsim.sweep",
            "decsim.algorithms.baselines", "decsim.config", "decsim.compression",
-           "decsim.algorithms.choco"]
+           "decsim.compression.operators", "decsim.compression._quantizer",
+           "decsim.compression.coding", "decsim.compression.tuning", "decsim.algorithms.choco"]
 
 
 @pytest.mark.parametrize("name", MODULES)
