@@ -91,17 +91,11 @@ def compressors() -> dict:
 
 
 def topologies() -> dict:
-    """name -> generator: every name in ``decsim.topology.GENERATORS`` and the time-varying
-    generators of ``decsim.topology.TIME_VARYING`` that take a size (``one_peer_exponential``, ...)."""
+    """name -> generator: ``decsim.topology.REGISTRY`` (the static generators and the
+    time-varying ones that take a size, such as ``one_peer_exponential``)."""
     from . import topology as T
 
-    names = tuple(T.GENERATORS) + tuple(getattr(T, "TIME_VARYING", ()))
-    out = {}
-    for name in names:
-        fn = getattr(T, name, None)
-        if callable(fn) and name not in topology_modifiers().values():
-            out[name] = fn
-    return out
+    return {k: v for k, v in T.REGISTRY.items() if k not in topology_modifiers().values()}
 
 
 def topology_modifiers() -> dict:

@@ -12,21 +12,25 @@ same result (to float round-off):
 
 :func:`plan` picks a path for a topology (``"auto"``: dense for n <= 32 or dense graphs, roll for
 circulant graphs with at most 5 offsets (ring, torus), sparse otherwise: measured in
-``benchmarks/gossip.py``, the fused gathers beat one materialized roll per offset beyond that). The arrays a path needs (W, neighbour lists, offset weights, or
-what a time-varying topology generates W_t from) enter the compiled program as arguments, never as
-baked-in constants, so topologies with the same structure share one program. Dense matmuls run at
-``Precision.HIGHEST`` so that GPU TF32 defaults cannot change results.
+``benchmarks/gossip.py``, the fused gathers beat one materialized roll per offset beyond that).
+The arrays a path needs (W, neighbour lists, offset weights, or what a time-varying topology
+generates W_t from) enter the compiled program as arguments, never as baked-in constants, so
+topologies with the same structure share one program. Dense matmuls run at ``Precision.HIGHEST``
+so that GPU TF32 defaults cannot change results.
+
+The host-side facts about W that the paths need (neighbour lists, circulant structure) live in
+:mod:`decsim.topology.structure`: gossip imports topology, never the reverse.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as sp
+
+from .topology.structure import circulant_structure, dense_builder, neighbour_lists
 
 PATHS = ("auto", "dense", "sparse", "roll")
 _DENSE_MAX_N = 32  # "auto" keeps the dense matmul up to this many workers
@@ -257,66 +261,8 @@ def _build_roll(args, tau):
     return args["c"]
 
 
-def _densify(idx, w):
-    n = idx.shape[0]
-    rows = jnp.broadcast_to(jnp.arange(n)[:, None], idx.shape)
-    return jnp.zeros((n, n), w.dtype).at[rows, idx].add(w)
-
-
-@functools.lru_cache(maxsize=None)
-def _dense_from(sparse_build):
-    """A dense-path builder for a time-varying sparse builder (small n, tests)."""
-
-    def build(args, tau):
-        return _densify(*sparse_build(args, tau))
-
-    return build
-
-
 # ---------------------------------------------------------------------------------------------
-# host side: the neighbour lists and circulant structure of a static W
-
-
-def neighbour_lists(W):
-    """ELL form of W (dense or scipy sparse): ``idx`` int32 ``[n, K]`` and ``w`` float32 ``[n, K]``
-    (column 0 is the worker itself; rows with fewer neighbours are padded with the worker itself
-    at weight 0). O(nnz) time and memory."""
-    M = sp.csr_matrix(W)
-    n = M.shape[0]
-    coo = M.tocoo()
-    off = coo.row != coo.col
-    r, c, v = coo.row[off], coo.col[off], coo.data[off]
-    order = np.lexsort((c, r))
-    r, c, v = r[order], c[order], v[order]
-    counts = np.bincount(r, minlength=n)
-    K = 1 + (int(counts.max()) if r.size else 0)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(r.size) - starts[r] + 1
-    idx = np.tile(np.arange(n, dtype=np.int32)[:, None], (1, K))
-    w = np.zeros((n, K), np.float32)
-    w[:, 0] = M.diagonal()
-    idx[r, pos] = c
-    w[r, pos] = v
-    return idx, w
-
-
-def circulant_structure(W, grid: tuple):
-    """If W (dense or sparse) is circulant on ``grid = (rows, cols)`` (worker ``i = r·cols + c``),
-    return ``(shifts, c)``: the distinct 2-D offsets of worker 0's neighbours and their weights,
-    such that ``W X = Σ_s c_s roll(X, −shift_s)``; otherwise ``None``. O(nnz)."""
-    from .topology import _circulant_rebuild
-
-    M = sp.csr_matrix(W)
-    rows, cols = grid
-    n = M.shape[0]
-    if rows * cols != n:
-        return None
-    first = np.asarray(M.getrow(0).toarray()).reshape(rows, cols)
-    if abs(_circulant_rebuild(first, n) - M).max() > 0:
-        return None
-    js = np.flatnonzero(first.ravel())
-    shifts = tuple((int(j // cols), int(j % cols)) for j in js)
-    return shifts, first.ravel()[js].astype(np.float32)
+# host side: choosing a path for a topology
 
 
 def plan(topology, path: str = "auto") -> GossipPlan:
@@ -329,7 +275,7 @@ def plan(topology, path: str = "auto") -> GossipPlan:
             raise ValueError(f"gossip='roll' needs a static circulant topology; {topology.name} is "
                              "time-varying. Use 'sparse', 'dense' or 'auto'.")
         if path == "dense" or (path == "auto" and topology.n <= _DENSE_MAX_N):
-            return GossipPlan("dense", _dense_from(build), args)
+            return GossipPlan("dense", dense_builder(build), args)
         return GossipPlan("sparse", build, args)
     M = topology.matrix
     n = M.shape[0]
@@ -349,8 +295,8 @@ def plan(topology, path: str = "auto") -> GossipPlan:
         return GossipPlan("sparse", _build_sparse, {"idx": idx, "w": w})
     found = _circulant(topology)
     if found is None:
-        raise ValueError(f"gossip='roll' needs a circulant W (the same weight for the same offset at "
-                         f"every worker); {topology.name} is not. Use 'sparse' or 'auto'.")
+        raise ValueError(f"gossip='roll' needs a circulant W (the same weight for the same offset "
+                         f"at every worker); {topology.name} is not. Use 'sparse' or 'auto'.")
     shifts, c = found
     return GossipPlan("roll", _build_roll, {"c": c}, static=(topology.grid_shape, shifts))
 

@@ -9,14 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+__all__ = ["worker_mean", "average", "sq_norm", "worker_sq_norms", "consensus_distance", "size", "leaf_sizes", "add", "sub", "scale", "zeros_like", "to_numpy"]
+
+
 def worker_mean(X):
     """``x̄ = (1/n) sum_i x_i``, leaf-wise; leaves lose the worker axis."""
     return jax.tree.map(lambda a: jnp.mean(a, axis=0), X)
-
-
-def broadcast(params, n: int):
-    """Stack ``n`` copies of one model: leaves ``[...] -> [n, ...]``."""
-    return jax.tree.map(lambda a: jnp.broadcast_to(a[None], (n,) + jnp.shape(a)), params)
 
 
 def average(X):
@@ -51,11 +49,6 @@ def size(tree, *, stacked: bool = True) -> int:
 def leaf_sizes(tree, *, stacked: bool = True) -> list:
     """Per-leaf number of scalars per worker."""
     return [int(math.prod(np.shape(a)[1:] if stacked else np.shape(a))) for a in jax.tree.leaves(tree)]
-
-
-def axpy(alpha, X, Y):
-    """``alpha X + Y`` leaf-wise (alpha a scalar)."""
-    return jax.tree.map(lambda x, y: alpha * x + y, X, Y)
 
 
 def add(X, Y):

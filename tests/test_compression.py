@@ -97,6 +97,39 @@ def test_registry_is_covered():
         assert any(TABLE[row][0].name.startswith(name) for row in TABLE), name
 
 
+def test_package_layout_registry_and_check_compressor():
+    for module in (C, C.operators, C.coding):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
+    assert list(C.REGISTRY) == list(C.operators.COMPRESSORS)
+    assert C.REGISTRY["top_k"] is C.top_k is C.operators.top_k
+    assert C.FLOAT_BITS == 32
+    assert C.check_compressor(C.sign()) is C.sign()
+    assert not hasattr(C, "tune_gamma")  # it lives next to Choco: ds.algorithms.tune_gamma
+    with pytest.raises(ValueError, match="thing must be a decsim Compressor"):
+        C.check_compressor("top_k", "thing")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+def test_dithered_coders_reconstruct_the_same_values(dtype):
+    """The elias coder's encode and the plain compress share one quantizer (dequantize ∘
+    quantize_parts): the same values bit for bit, in every dtype, also for a zero vector."""
+    x = jax.random.normal(jax.random.PRNGKey(5), (40,)).astype(dtype)
+    x = x.at[::5].set(0.0)
+    key = jax.random.PRNGKey(6)
+    for levels in (1, 4, 16):
+        plain = C.dithered(levels).compress(key, x)
+        coded, bits = C.dithered(levels, coder="elias").encode(key, x)
+        assert coded.dtype == x.dtype
+        np.testing.assert_array_equal(np.asarray(coded).view(np.uint8),
+                                      np.asarray(plain).view(np.uint8))
+        np.testing.assert_array_equal(np.asarray(C.qsgd(levels, unbiased=True).compress(key, x)),
+                                      np.asarray(plain))
+        _, level, _ = C.quantize_message(key, x, levels)
+        assert float(bits) == float(C.elias_bits(level))
+    zero, _ = C.dithered(4, coder="elias").encode(key, jnp.zeros(6, dtype))
+    np.testing.assert_array_equal(np.asarray(zero, np.float32), 0.0)
+
+
 def test_factories_are_memoized_so_programs_are_shared():
     assert C.top_k(0.01) is C.top_k(0.01)
     assert C.qsgd(16) is C.qsgd(16.0)

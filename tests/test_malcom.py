@@ -49,7 +49,7 @@ def test_elias_gamma_lengths():
     g = np.array([1, 2, 3, 4, 7, 8, 1000, 2**20])
     want = [2 * math.floor(math.log2(v)) + 1 for v in g]
     np.testing.assert_array_equal(np.asarray(C.elias_gamma_length(g)), want)
-    assert all(len(C._gamma_code(v)) == w for v, w in zip(g, want))
+    assert all(len(C.coding._gamma_code(v)) == w for v, w in zip(g, want))
 
 
 def test_entropy_coded_bits_beat_fixed_length_on_sparse_messages_and_shrink_with_sparsity():

@@ -110,3 +110,22 @@ def test_validation():
         T.with_link_failures(T.random_matching(4), 0.1)
     with pytest.raises(ValueError, match="needs n >= 2"):
         T.random_matching(1)
+
+
+@pytest.mark.parametrize("name", list(TV))
+def test_W_at_equals_the_dense_gossip_round(name):
+    """W_at densifies the topology's own build function (no gossip plan); the dense gossip path
+    computes the same matrix inside the program."""
+    import jax.numpy as jnp
+
+    from decsim import gossip
+
+    topo = TV[name](8)
+    build, args = topo.sparse_builder()
+    assert build is topo.build and isinstance(topo, T.TimeVaryingTopology)
+    plan = gossip.plan(topo, "dense")
+    dev = {k: jnp.asarray(v) for k, v in plan.args.items()}
+    for tau in (0, 3, 9):
+        want = np.asarray(plan.build(dev, jnp.asarray(tau, jnp.int32)), np.float64)
+        np.testing.assert_array_equal(topo.W_at(tau), want)
+    assert plan.build is gossip.plan(TV[name](8), "dense").build  # one builder, one program

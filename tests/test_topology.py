@@ -464,3 +464,71 @@ def test_by_name_options_are_checked():
     with pytest.raises(ValueError, match=r"takes no option"):
         T.by_name("ring", 8, p=0.5)
     assert T.by_name("erdos_renyi", 8, p=0.6, seed=1).n == 8
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (1, 6), (6, 1), (2, 2), (2, 5), (3, 4), (5, 3)])
+def test_torus_and_grid_neighbours_by_index(rows, cols):
+    """Worker i * cols + j sits at (i, j): its neighbours written out by index (independent of
+    networkx's grid_2d_graph, which the generators use)."""
+    def expected(periodic):
+        out = {}
+        for i in range(rows):
+            for j in range(cols):
+                cand = [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)]
+                if periodic:
+                    cand = [(a % rows, b % cols) for a, b in cand]
+                out[i * cols + j] = {a * cols + b for a, b in cand
+                                     if 0 <= a < rows and 0 <= b < cols and (a, b) != (i, j)}
+        return out
+
+    for topo, periodic in ((T.torus(rows, cols), True), (T.grid(rows, cols), False)):
+        assert sorted(topo.nx_graph.nodes()) == list(range(rows * cols))
+        got = {u: set(topo.nx_graph.neighbors(u)) for u in range(rows * cols)}
+        assert got == expected(periodic), topo.name
+    assert T.torus(rows, cols).grid == (rows, cols) and T.grid(rows, cols).grid is None
+
+
+def test_static_W_at_is_W():
+    topo = T.ring(6)
+    assert topo.W_at(0) is topo.W and topo.W_at(17) is topo.W
+
+
+def test_package_layout_and_registry():
+    """Every name of the package's __all__ exists; the submodules' generators are in their __all__;
+    REGISTRY holds every generator that takes a size (what decsim.config builds from names)."""
+    from decsim import config
+
+    for module in (T, T.graphs, T.structure, T.time_varying):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
+    assert set(T.graphs.GENERATORS) <= set(T.graphs.__all__)
+    assert set(T.time_varying.TIME_VARYING) <= set(T.time_varying.__all__)
+    assert T.REGISTRY == config.topologies()
+    assert set(T.REGISTRY) == set(T.GENERATORS) | {"one_peer_exponential", "random_matching"}
+    assert T.REGISTRY["ring"] is T.ring is T.graphs.ring
+    assert T.TIME_VARYING == ("one_peer_exponential", "random_matching", "with_link_failures")
+
+
+def _import_graph():
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    path = root / "tools" / "import_graph.py"
+    spec = importlib.util.spec_from_file_location("import_graph", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module, root / "decsim"
+
+
+def test_topology_never_imports_gossip():
+    """gossip imports topology, never the reverse, not even lazily inside a function
+    (tools/import_graph.py reads every import statement with ast)."""
+    tool, root = _import_graph()
+    edges = {(a, b) for a, b, _, _ in tool.edges(root)}
+    assert ("decsim.gossip", "decsim.topology.structure") in edges
+    assert not [e for e in edges if e[0].startswith("decsim.topology") and e[1] == "decsim.gossip"]
+    graph = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+    for component in tool.cycles(graph):
+        assert not any(m.startswith(("decsim.topology", "decsim.gossip")) for m in component)

@@ -20,12 +20,11 @@ import jax.numpy as jnp
 from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm, StepCost
+from ..compression import FLOAT_BITS
 
 __all__ = ["FLOAT_BITS", "structural", "hparam_checker", "make", "Rate", "learning_rate",
            "LocalUpdate", "local_update", "stacked_params", "dense_bits", "cost", "LocalState",
            "local_init"]
-
-FLOAT_BITS = 32
 
 
 def structural(builder: Callable) -> Callable:

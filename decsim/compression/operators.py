@@ -1,4 +1,4 @@
-"""Compression operators with exact bit accounting (ALGORITHMS.md section 2).
+"""The compression operators, with exact bit accounting (ALGORITHMS.md section 2).
 
 A compressor is a :class:`decsim.Compressor`: ``compress(key, x) -> x_hat`` maps ONE worker's ONE
 leaf (any shape) to the value the receiver reconstructs (same shape and dtype), and
@@ -10,26 +10,29 @@ Quality: a (possibly biased) compressor satisfies ``E||C(x) − x||² <= (1 − 
 ``ω = compressor.omega(d) ∈ (0, 1]`` for a leaf of size d; unbiased compressors (``E C(x) = x``)
 whose variance exceeds ``||x||²`` claim no such bound (``omega`` returns ``None``).
 
-| factory                          | reconstructs                                   | ω(d)        | bits per leaf              |
-|----------------------------------|------------------------------------------------|-------------|----------------------------|
-| ``identity()``                   | x                                              | 1           | 32 d                       |
-| ``top_k(fraction)``              | the k largest-magnitude entries                | k/d         | k (32 + ceil(log2 d))      |
-| ``rand_k(fraction)``             | k uniformly random entries                     | k/d         | 32 k + 32                  |
-| ``rand_k(fraction, unbiased=True)`` | the same, scaled by d/k                     | None        | 32 k + 32                  |
-| ``qsgd(s)``                      | stochastic s-level quantization, divided by τ  | 1/τ         | d (1 + ceil(log2(s+1))) + 32 |
-| ``qsgd(s, unbiased=True)``       | stochastic s-level quantization                | None        | same                       |
-| ``sign()``                       | (‖x‖₁/d) sign(x)                               | 1/d (worst) | d + 32                     |
-| ``dithered(s)``                  | the unbiased qsgd quantizer (MALCOM-PSGD)      | None        | as qsgd (fixed length)     |
+| factory                      | reconstructs                    | ω(d) | bits per leaf            |
+|------------------------------|---------------------------------|------|--------------------------|
+| ``identity()``               | x                               | 1    | 32 d                     |
+| ``top_k(fraction)``          | the k largest-magnitude entries | k/d  | k (32 + ⌈log2 d⌉)        |
+| ``rand_k(fraction)``         | k uniformly random entries      | k/d  | 32 k + 32                |
+| ``rand_k(f, unbiased=True)`` | the same, scaled by d/k         | None | 32 k + 32                |
+| ``qsgd(s)``                  | s-level quantization / τ        | 1/τ  | d (1 + ⌈log2(s+1)⌉) + 32 |
+| ``qsgd(s, unbiased=True)``   | s-level quantization            | None | same                     |
+| ``sign()``                   | (‖x‖₁/d) sign(x)                | 1/d  | d + 32                   |
+| ``dithered(s)``              | the unbiased qsgd map           | None | as qsgd (fixed length)   |
 
-with ``k = max(1, round(fraction · d))`` and ``τ = 1 + min(d/s², √d/s)``.
+with ``k = max(1, round(fraction · d))``, ``τ = 1 + min(d/s², √d/s)`` and ⌈·⌉ rounding up; ``1/d``
+is the worst case of ``sign``; ``dithered`` is MALCOM-PSGD's quantizer.
+
+The quantizer that ``qsgd`` and ``dithered`` share with MALCOM's coder is
+:mod:`decsim.compression._quantizer`; the coder itself is :mod:`decsim.compression.coding`.
 
 Factories are memoized: ``top_k(0.01) is top_k(0.01)``, so algorithms built with equal compressors
 have equal structure keys and share one compiled program in the runner.
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> import decsim.compression as C
-    >>> comp = C.top_k(0.25)
+    >>> comp = top_k(0.25)
     >>> x = jnp.array([0.1, -3.0, 0.2, 1.0, 0.0, 0.5, -0.4, 2.0])
     >>> comp.compress(jax.random.PRNGKey(0), x)
     Array([ 0., -3.,  0.,  0.,  0.,  0.,  0.,  2.], dtype=float32)
@@ -42,18 +45,18 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ._types import Compressor
+from .._types import Compressor
+from ._quantizer import FLOAT_BITS, accumulate, check_levels, dequantize, quantize, quantize_parts
+from .coding import elias_bits
 
-FLOAT_BITS = 32
+COMPRESSORS = ("identity", "top_k", "rand_k", "qsgd", "sign", "dithered")  # the factories
 
-__all__ = ["identity", "top_k", "rand_k", "qsgd", "sign", "dithered", "REGISTRY",
-           "compress_stacked", "num_kept", "qsgd_tau"]
+__all__ = [*COMPRESSORS, "COMPRESSORS", "compress_stacked", "check_compressor", "num_kept",
+           "qsgd_tau"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,15 +69,6 @@ def _check_fraction(fraction) -> float:
         raise ValueError(f"fraction must be a number in (0, 1] (the share of entries kept, e.g. "
                          f"0.01 for 1%); got fraction={fraction!r}.")
     return float(fraction)
-
-
-def _check_levels(levels) -> int:
-    integral = isinstance(levels, numbers.Integral) or (
-        isinstance(levels, numbers.Real) and float(levels).is_integer())
-    if isinstance(levels, bool) or not integral or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1 (quantization levels s; b-bit qsgd in "
-                         f"the Choco papers is s = 2**b); got levels={levels!r}.")
-    return int(levels)
 
 
 def num_kept(fraction: float, d: int) -> int:
@@ -94,11 +88,6 @@ def _ceil_log2(m: int) -> int:
 def qsgd_tau(d: int, levels: int) -> float:
     """``τ = 1 + min(d/s², √d/s)``: the variance factor of s-level qsgd on a leaf of size d."""
     return 1.0 + min(d / levels**2, math.sqrt(d) / levels)
-
-
-def _accumulate(x):
-    """x in at least float32, so norms and sums of bfloat16/float16 leaves are accurate."""
-    return x.astype(jnp.float32) if jnp.dtype(x.dtype).itemsize < 4 else x
 
 
 def _bits(value: float):
@@ -131,7 +120,8 @@ def identity() -> Compressor:
 
 
 def top_k(fraction: float) -> Compressor:
-    """Top-k sparsification: keep the ``k = max(1, round(fraction·d))`` entries of largest ``|x_j|``.
+    """Top-k sparsification: keep the ``k = max(1, round(fraction·d))`` entries of largest
+    ``|x_j|``.
 
     Deterministic and biased; ``||C(x) − x||² <= (1 − k/d)||x||²`` for every x (the dropped
     entries are the smallest), so ``omega(d) = k/d`` is the guaranteed quality (the actual one is
@@ -234,24 +224,6 @@ def _rand_k(fraction: float, unbiased: bool) -> Compressor:
                       unbiased=unbiased or fraction == 1.0, deterministic=fraction == 1.0)
 
 
-def _quantize(key, x, levels: int):
-    """Unbiased s-level stochastic quantization ``‖x‖₂ sign(x) ⌊s|x|/‖x‖₂ + u⌋ / s``.
-
-    The norm is guarded (a zero vector gives zero, no NaN), and the level is clipped to s: in
-    exact arithmetic ``s|x_j|/‖x‖₂ + u < s + 1`` already, the clip only absorbs float round-off so
-    that the level always fits the ``ceil(log2(s+1))`` bits that are counted.
-    """
-    xa = _accumulate(x)
-    norm = jnp.sqrt(jnp.sum(jnp.square(xa)))
-    positive = norm > 0
-    safe = jnp.where(positive, norm, jnp.ones_like(norm))
-    s = jnp.asarray(levels, xa.dtype)
-    u = jax.random.uniform(key, x.shape, xa.dtype)
-    level = jnp.minimum(jnp.floor(s * jnp.abs(xa) / safe + u), s)
-    q = (norm / s) * jnp.sign(xa) * level
-    return jnp.where(positive, q, jnp.zeros_like(q)).astype(x.dtype)
-
-
 def _qsgd_bits(levels: int):
     def bits(x_hat):
         d = _flat_size(x_hat)
@@ -283,16 +255,16 @@ def qsgd(levels: int, unbiased: bool = False) -> Compressor:
     """
     if not isinstance(unbiased, bool):
         raise ValueError(f"unbiased must be True or False; got unbiased={unbiased!r}.")
-    return _qsgd(_check_levels(levels), unbiased)
+    return _qsgd(check_levels(levels), unbiased)
 
 
 @functools.lru_cache(maxsize=None)
 def _qsgd(levels: int, unbiased: bool) -> Compressor:
     def compress(key, x):
-        q = _quantize(key, x, levels)
+        q = quantize(key, x, levels)
         if unbiased:
             return q
-        qa = _accumulate(q)
+        qa = accumulate(q)
         return (qa / jnp.asarray(qsgd_tau(_flat_size(x), levels), qa.dtype)).astype(x.dtype)
 
     omega = None if unbiased else (lambda d: 1.0 / qsgd_tau(d, levels))
@@ -320,12 +292,15 @@ def sign() -> Compressor:
 
     def compress(key, x):
         del key
-        xa = _accumulate(x)
+        xa = accumulate(x)
         scale = jnp.sum(jnp.abs(xa)) / jnp.asarray(_flat_size(x), xa.dtype)
         return (scale * jnp.sign(xa)).astype(x.dtype)
 
-    return Compressor(compress=compress, bits=lambda x_hat: _bits(_flat_size(x_hat) + FLOAT_BITS),
-                      omega=lambda d: 1.0 / d, name="sign", unbiased=False, deterministic=True)
+    def bits(x_hat):
+        return _bits(_flat_size(x_hat) + FLOAT_BITS)
+
+    return Compressor(compress=compress, bits=bits, omega=lambda d: 1.0 / d, name="sign",
+                      unbiased=False, deterministic=True)
 
 
 def dithered(levels: int, coder: str = "fixed") -> Compressor:
@@ -351,38 +326,29 @@ def dithered(levels: int, coder: str = "fixed") -> Compressor:
     """
     if coder not in ("fixed", "elias"):
         raise ValueError(f"coder={coder!r} is not a coder; choose 'fixed' or 'elias'.")
-    return _dithered(_check_levels(levels), coder)
+    return _dithered(check_levels(levels), coder)
 
 
 @functools.lru_cache(maxsize=None)
 def _dithered(levels: int, coder: str = "fixed") -> Compressor:
     def compress(key, x):
-        return _quantize(key, x, levels)
+        return quantize(key, x, levels)
 
     if coder == "fixed":
         return Compressor(compress=compress, bits=_qsgd_bits(levels), omega=None,
                           name=f"dithered({levels})", unbiased=True, deterministic=False)
 
     def encode(key, x):
-        norm, level, negative = _quantize_parts(key, x, levels)
-        return _dequantize(norm, level, negative, levels), elias_bits(level)
+        norm, level, negative = quantize_parts(key, x, levels)
+        return dequantize(norm, level, negative, levels).astype(x.dtype), elias_bits(level)
 
     def bits(x_hat):
         raise ValueError("dithered(coder='elias') knows its code length only while compressing; "
                          "call its encode(key, x) (compress_stacked does) instead of bits(x_hat).")
 
-    return Compressor(compress=compress, bits=bits, omega=None, name=f"dithered({levels}, elias)",
-                      unbiased=True, deterministic=False, encode=encode)
-
-
-REGISTRY = {
-    "identity": identity,
-    "top_k": top_k,
-    "rand_k": rand_k,
-    "qsgd": qsgd,
-    "sign": sign,
-    "dithered": dithered,
-}
+    return Compressor(compress=compress, bits=bits, omega=None,
+                      name=f"dithered({levels}, elias)", unbiased=True, deterministic=False,
+                      encode=encode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,13 +356,13 @@ REGISTRY = {
 
 
 def check_compressor(compressor, owner: str = "compressor") -> Compressor:
+    """``compressor`` itself if it is a :class:`decsim.Compressor`; a ValueError naming ``owner``
+    (the argument it was passed as) otherwise."""
     if not isinstance(compressor, Compressor):
-        raise ValueError(f"{owner} must be a decsim Compressor, e.g. decsim.compression.top_k(0.01); "
-                         f"got {compressor!r} of type {type(compressor).__name__}.")
+        raise ValueError(f"{owner} must be a decsim Compressor, e.g. "
+                         f"decsim.compression.top_k(0.01); got {compressor!r} of type "
+                         f"{type(compressor).__name__}.")
     return compressor
-
-
-_check_compressor = check_compressor  # temporary alias while callers move to the public name
 
 
 def compress_stacked(compressor: Compressor, key, X):
@@ -435,103 +401,3 @@ def compress_stacked(compressor: Compressor, key, X):
         out.append(x_hat)
     return jax.tree.unflatten(treedef, out), total
 
-
-# ---------------------------------------------------------------------------------------------
-# MALCOM-PSGD's source coder (ALGORITHMS.md section 7)
-#
-# A dithered-quantized message is (norm, levels ℓ_j ∈ {0..s}, signs). Its lossless code: the norm
-# as 32 bits (float32), then for every nonzero level in increasing position: the gap to the
-# previous nonzero position (the first gap is position + 1), Elias-gamma coded; a sign bit; and the
-# level, Elias-gamma coded. Elias-gamma of g >= 1: floor(log2 g) zeros, then g in binary, so
-# 2 floor(log2 g) + 1 bits. The message length is framed by the transport, so no terminator.
-
-
-def _quantize_parts(key, x, levels: int):
-    """The dithered quantizer's message: ``(norm, level int32, negative bool)`` with
-    ``D(x) = norm / s · (−1)^negative · level`` (same draws as :func:`_quantize`)."""
-    dtype = x.dtype
-    norm = jnp.sqrt(jnp.sum(jnp.square(x)))
-    positive = norm > 0
-    safe = jnp.where(positive, norm, jnp.ones_like(norm))
-    s = jnp.asarray(levels, dtype)
-    u = jax.random.uniform(key, x.shape, dtype)
-    level = jnp.minimum(jnp.floor(s * jnp.abs(x) / safe + u), s)
-    level = jnp.where(positive, level, jnp.zeros_like(level)).astype(jnp.int32)
-    return norm, level, x < 0
-
-
-def _dequantize(norm, level, negative, levels: int):
-    s = jnp.asarray(levels, norm.dtype)
-    magnitude = (norm / s) * level.astype(norm.dtype)
-    return jnp.where(negative, -magnitude, magnitude)
-
-
-def elias_gamma_length(g):
-    """Bits of the Elias-gamma code of integers ``g >= 1``: ``2 floor(log2 g) + 1`` (jittable)."""
-    g = jnp.asarray(g, jnp.int32)
-    return 2 * (31 - jax.lax.clz(g)) + 1
-
-
-def elias_bits(level):
-    """Exact length of the coded message with these levels (any shape, flattened row-major):
-    ``32 + Σ_{ℓ_j > 0} [γ(gap_j) + 1 + γ(ℓ_j)]`` (jittable, float32)."""
-    lv = jnp.asarray(level, jnp.int32).reshape(-1)
-    nonzero = lv > 0
-    pos = jnp.arange(lv.shape[0], dtype=jnp.int32)
-    last = jax.lax.cummax(jnp.where(nonzero, pos, -1))
-    prev = jnp.concatenate([jnp.full((1,), -1, jnp.int32), last[:-1]])
-    per = (elias_gamma_length(jnp.maximum(pos - prev, 1)) + 1
-           + elias_gamma_length(jnp.maximum(lv, 1)))
-    return (FLOAT_BITS + jnp.sum(jnp.where(nonzero, per, 0))).astype(jnp.float32)
-
-
-def quantize_message(key, x, levels: int):
-    """Host helper: the ``(norm, levels, negative)`` message of ``dithered(levels)`` for a leaf."""
-    norm, level, negative = _quantize_parts(key, jnp.asarray(x), _check_levels(levels))
-    return np.float32(norm), np.asarray(level).reshape(-1), np.asarray(negative).reshape(-1)
-
-
-def _gamma_code(g: int) -> str:
-    binary = format(int(g), "b")
-    return "0" * (len(binary) - 1) + binary
-
-
-def encode_message(norm, level, negative) -> str:
-    """The bit string (a str of '0'/'1') of a quantized message; its length equals
-    :func:`elias_bits` of the same levels exactly."""
-    level = np.asarray(level).reshape(-1)
-    negative = np.asarray(negative).reshape(-1)
-    if np.any(level < 0):
-        raise ValueError("levels must be nonnegative integers (magnitudes; signs travel separately).")
-    parts = [format(int(np.asarray(norm, np.float32).view(np.uint32)), "032b")]
-    prev = -1
-    for j in np.flatnonzero(level):
-        parts.append(_gamma_code(j - prev) + ("1" if negative[j] else "0") + _gamma_code(level[j]))
-        prev = j
-    return "".join(parts)
-
-
-def _read_gamma(bits: str, i: int):
-    zeros = 0
-    while bits[i] == "0":
-        zeros += 1
-        i += 1
-    return int(bits[i:i + zeros + 1], 2), i + zeros + 1
-
-
-def decode_message(bits: str, d: int):
-    """Inverse of :func:`encode_message` for a message of ``d`` entries:
-    ``(norm float32, levels int64 [d], negative bool [d])`` (signs of zero levels are not sent and
-    decode as positive)."""
-    if len(bits) < FLOAT_BITS or set(bits) - {"0", "1"}:
-        raise ValueError("bits must be a string of '0'/'1' of at least 32 characters.")
-    norm = np.array(int(bits[:FLOAT_BITS], 2), dtype=np.uint32).view(np.float32)
-    level = np.zeros(d, np.int64)
-    negative = np.zeros(d, bool)
-    i, pos = FLOAT_BITS, -1
-    while i < len(bits):
-        gap, i = _read_gamma(bits, i)
-        pos += gap
-        negative[pos] = bits[i] == "1"
-        level[pos], i = _read_gamma(bits, i + 1)
-    return np.float32(norm), level, negative

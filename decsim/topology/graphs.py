@@ -1,4 +1,4 @@
-"""Communication topologies: graph generators, weight rules, spectra and validation.
+"""Static communication graphs: the :class:`Topology` class, weight rules, validation, generators.
 
 This is the only module that uses networkx. A :class:`Topology` holds a symmetric, doubly
 stochastic, nonnegative mixing matrix ``W`` (numpy, float64) and its spectral quantities
@@ -6,6 +6,8 @@ stochastic, nonnegative mixing matrix ``W`` (numpy, float64) and its spectral qu
 
 * ``lam = ||W − J||_2 = max(|λ_2|, |λ_n|)``, ``spectral_gap = 1 − lam``,
 * ``beta = ||I − W||_2``, ``p = 1 − lam²``.
+
+(The eigenvalues themselves are computed in :mod:`decsim.topology.structure`.)
 
 Generators follow networkx's conventions: size first, ``seed`` next, options keyword-only. Every
 generator takes ``weights=`` (``"metropolis"`` default, ``"uniform"``, ``"lazy"``).
@@ -28,11 +30,18 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from .structure import DENSE_SPECTRUM_MAX_N, Spectrum
+
+GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
+              "erdos_renyi", "random_geometric", "social")
+
+__all__ = ["Topology", "WEIGHT_RULES", "GENERATORS", "validate_matrix", "weight_matrix",
+           *GENERATORS, "from_networkx", "from_matrix", "torus_shape", "by_name"]
+
 WEIGHT_RULES = ("metropolis", "uniform", "lazy")
 _ROW_SUM_TOL = 1e-6
 _GAP_TOL = 1e-12
-_DENSE_SPECTRUM_MAX_N = 2048  # above this, spectra by DFT (circulant) or Lanczos, never dense
-_NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is not a negative weight
+_NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is no negative weight
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -96,48 +105,22 @@ class Topology:
 
     # -- spectra ------------------------------------------------------------------------------
     @functools.cached_property
-    def _circulant_spectrum(self):
-        """All eigenvalues from the 2-D DFT of worker 0's row when W is circulant on its grid."""
-        rows, cols = self.grid_shape
-        first = np.asarray(self.matrix.getrow(0).toarray()).reshape(rows, cols)
-        rebuilt = _circulant_rebuild(first, self.n)
-        if abs(rebuilt - self.matrix).max() > 1e-12:
-            return None
-        return np.sort(np.real(np.fft.fft2(first)).ravel())[::-1]
+    def _spectrum(self) -> Spectrum:
+        return Spectrum(self.matrix, self.grid_shape)
 
-    @functools.cached_property
+    @property
     def eigenvalues(self) -> np.ndarray:
         """Eigenvalues of W, sorted in decreasing order (λ_1 = 1 first). For n > 2048 only
         circulant graphs have them all (by DFT); use ``lambda_2``/``lambda_min`` otherwise."""
-        if self.n <= _DENSE_SPECTRUM_MAX_N:
-            return np.sort(np.linalg.eigvalsh(self.W))[::-1]
-        circ = self._circulant_spectrum
-        if circ is None:
-            raise ValueError(f"all eigenvalues of a non-circulant {self.n}-worker W would need a dense "
-                             "eigendecomposition; use lambda_2, lambda_min, lam and spectral_gap.")
-        return circ
-
-    @functools.cached_property
-    def _extremes(self) -> tuple:
-        """``(lambda_2, lambda_min)``."""
-        if self.n == 1:
-            return 0.0, 1.0
-        if self.n <= _DENSE_SPECTRUM_MAX_N or self._circulant_spectrum is not None:
-            vals = self.eigenvalues
-            return float(vals[1]), float(vals[-1])
-        from scipy.sparse.linalg import eigsh
-
-        top = eigsh(self.matrix, k=2, which="LA", return_eigenvectors=False, tol=1e-10)
-        low = eigsh(self.matrix, k=1, which="SA", return_eigenvectors=False, tol=1e-10)
-        return float(np.min(top)), float(low[0])
+        return self._spectrum.eigenvalues
 
     @property
     def lambda_2(self) -> float:
-        return self._extremes[0]
+        return self._spectrum.extremes[0]
 
     @property
     def lambda_min(self) -> float:
-        return self._extremes[1]
+        return self._spectrum.extremes[1]
 
     @property
     def lam(self) -> float:
@@ -160,19 +143,16 @@ class Topology:
         """``1 − lam²``, the mixing parameter of Koloskova et al. (2020)."""
         return 1.0 - self.lam**2
 
+    # -- rounds -------------------------------------------------------------------------------
     @property
     def time_varying(self) -> bool:
         return False
 
     def W_at(self, tau: int) -> np.ndarray:
-        """The mixing matrix of round ``tau`` (host-side, for inspection and tests)."""
-        import jax.numpy as jnp
-
-        from .gossip import plan
-
-        p = plan(self, "dense")
-        args = {k: jnp.asarray(v) for k, v in p.args.items()}
-        return np.asarray(p.build(args, jnp.asarray(tau, jnp.int32)), dtype=np.float64)
+        """The mixing matrix of round ``tau`` (host-side, for inspection and tests): ``W`` for a
+        static topology."""
+        del tau
+        return self.W
 
     def summary(self) -> dict:
         """Plain dict of the facts ``decsim topology`` prints."""
@@ -200,22 +180,6 @@ class Topology:
 # validation and weights
 
 
-def _circulant_rebuild(first: np.ndarray, n: int):
-    """The sparse circulant matrix whose worker-0 row on the grid is ``first`` ([rows, cols])."""
-    rows, cols = first.shape
-    r, c = np.nonzero(first)
-    i = np.arange(n)
-    ir, ic = i // cols, i % cols
-    data, ii, jj = [], [], []
-    for dr, dc in zip(r, c):
-        data.append(np.full(n, first[dr, dc]))
-        ii.append(i)
-        jj.append(((ir + dr) % rows) * cols + (ic + dc) % cols)
-    if not data:
-        return sp.csr_matrix((n, n))
-    return sp.csr_matrix((np.concatenate(data), (np.concatenate(ii), np.concatenate(jj))), shape=(n, n))
-
-
 def validate_matrix(W, *, what: str = "W"):
     """Check that ``W`` (dense or scipy sparse) is a valid mixing matrix; return it as scipy CSR
     float64.
@@ -224,24 +188,17 @@ def validate_matrix(W, *, what: str = "W"):
       ValueError: naming the defect (not square, not symmetric, negative entries, rows not summing
         to 1, disconnected, periodic) and how to fix it.
     """
-    if sp.issparse(W):
-        W = sp.csr_matrix(W, dtype=np.float64)
-    else:
-        dense = np.asarray(W, dtype=np.float64)
-        if dense.ndim != 2 or dense.shape[0] != dense.shape[1]:
-            raise ValueError(f"{what} must be a square [n, n] matrix; got shape {dense.shape}. "
-                             "Pass one row and one column per worker.")
-        if not np.all(np.isfinite(dense)):
-            raise ValueError(f"{what} has non-finite entries; every weight must be a finite number.")
-        W = sp.csr_matrix(dense)
+    sparse = sp.issparse(W)
+    W = sp.csr_matrix(W, dtype=np.float64) if sparse else np.asarray(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
         raise ValueError(f"{what} must be a square [n, n] matrix; got shape {W.shape}. "
                          "Pass one row and one column per worker.")
+    if not np.all(np.isfinite(W.data if sparse else W)):
+        raise ValueError(f"{what} has non-finite entries; every weight must be a finite number.")
+    W = W if sparse else sp.csr_matrix(W)
     n = W.shape[0]
     if n < 1:
         raise ValueError(f"{what} must have at least one worker; got shape {W.shape}.")
-    if not np.all(np.isfinite(W.data)):
-        raise ValueError(f"{what} has non-finite entries; every weight must be a finite number.")
     asym = float(abs(W - W.T).max()) if W.nnz else 0.0
     if asym > _ROW_SUM_TOL:
         raise ValueError(f"{what} is not symmetric (max |W - W^T| = {asym:.3g}); decsim needs a "
@@ -250,38 +207,41 @@ def validate_matrix(W, *, what: str = "W"):
     if W.nnz and float(W.data.min()) < -_NEG_TOL:
         coo = W.tocoo()
         k = int(np.argmin(coo.data))
-        raise ValueError(f"{what} has a negative entry W[{coo.row[k]}, {coo.col[k]}] = {coo.data[k]:.3g}; "
-                         "weights must be nonnegative. Use a weight rule such as 'metropolis' or 'lazy'.")
+        raise ValueError(f"{what} has a negative entry W[{coo.row[k]}, {coo.col[k]}] = "
+                         f"{coo.data[k]:.3g}; weights must be nonnegative. Use a weight rule such "
+                         "as 'metropolis' or 'lazy'.")
     if W.nnz and W.data.min() < 0.0:
         W.data[W.data < 0.0] = 0.0
     W.eliminate_zeros()
     rows = np.asarray(W.sum(axis=1)).ravel()
     bad = int(np.argmax(np.abs(rows - 1.0)))
     if abs(rows[bad] - 1.0) > _ROW_SUM_TOL:
-        raise ValueError(f"the rows of {what} must sum to 1 (tolerance {_ROW_SUM_TOL:g}); row {bad} "
-                         f"sums to {rows[bad]:.6g}. Put the remainder on the diagonal, or normalize "
-                         "the rows.")
+        raise ValueError(f"the rows of {what} must sum to 1 (tolerance {_ROW_SUM_TOL:g}); row "
+                         f"{bad} sums to {rows[bad]:.6g}. Put the remainder on the diagonal, or "
+                         "normalize the rows.")
     if n > 1:
         from scipy.sparse.csgraph import connected_components
 
         n_comp, labels = connected_components(W, directed=False)
         if n_comp > 1:
-            raise ValueError(f"{what} does not mix: the graph of its nonzero entries is disconnected "
-                             f"({n_comp} components), so the spectral gap is 0. Connect the graph.")
+            raise ValueError(f"{what} does not mix: the graph of its nonzero entries is "
+                             f"disconnected ({n_comp} components), so the spectral gap is 0. "
+                             "Connect the graph.")
         # Periodic chain (an eigenvalue at -1): a bipartite graph with an all-zero diagonal.
         if not np.any(W.diagonal() > 0):
             G = nx.from_scipy_sparse_array(W)
             if nx.is_bipartite(G):
-                raise ValueError(f"{what} does not mix: it has an eigenvalue at -1 (a periodic chain: "
-                                 "bipartite graph, zero diagonal), so the spectral gap is 0. Put weight "
-                                 "on the diagonal, e.g. weights='lazy'.")
-        if n <= _DENSE_SPECTRUM_MAX_N:
+                raise ValueError(f"{what} does not mix: it has an eigenvalue at -1 (a periodic "
+                                 "chain: bipartite graph, zero diagonal), so the spectral gap is "
+                                 "0. Put weight on the diagonal, e.g. weights='lazy'.")
+        if n <= DENSE_SPECTRUM_MAX_N:
             dense = W.toarray()
             J = np.full_like(dense, 1.0 / n)
             lam = float(np.max(np.abs(np.linalg.eigvalsh(dense - J))))
             if 1.0 - lam <= _GAP_TOL:
-                raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = {1.0 - lam:.3g} "
-                                 "(<= 1e-12). Connect the graph, or use weights='lazy'.")
+                raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = "
+                                 f"{1.0 - lam:.3g} (<= 1e-12). Connect the graph, or use "
+                                 "weights='lazy'.")
     return W
 
 
@@ -351,29 +311,16 @@ def ring(n: int, *, weights: str = "metropolis") -> Topology:
 
 
 def torus(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
-    """2-D torus (grid with wrap-around) of ``rows x cols`` workers."""
+    """2-D torus (grid with wrap-around) of ``rows x cols`` workers (worker ``i * cols + j``)."""
     rows, cols = _check_int("rows", rows), _check_int("cols", cols)
-    G = nx.empty_graph(rows * cols)
-    for i in range(rows):
-        for j in range(cols):
-            u = i * cols + j
-            for v in (((i + 1) % rows) * cols + j, i * cols + (j + 1) % cols):
-                if v != u:
-                    G.add_edge(u, v)
+    G = nx.grid_2d_graph(rows, cols, periodic=True)  # nodes (i, j) in row-major order
     return dataclasses.replace(_from_graph(G, f"torus({rows}x{cols})", weights), grid=(rows, cols))
 
 
 def grid(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
-    """2-D grid without wrap-around."""
+    """2-D grid without wrap-around (worker ``i * cols + j``)."""
     rows, cols = _check_int("rows", rows), _check_int("cols", cols)
-    G = nx.empty_graph(rows * cols)
-    for i in range(rows):
-        for j in range(cols):
-            u = i * cols + j
-            if i + 1 < rows:
-                G.add_edge(u, u + cols)
-            if j + 1 < cols:
-                G.add_edge(u, u + 1)
+    G = nx.grid_2d_graph(rows, cols, periodic=False)
     return _from_graph(G, f"grid({rows}x{cols})", weights)
 
 
@@ -426,7 +373,8 @@ def erdos_renyi(n: int, p: float, *, seed: int = 0, weights: str = "metropolis",
             return _from_graph(G, f"erdos_renyi({n}, p={p:g})", weights)
     hint = math.log(n) / n
     raise ValueError(f"erdos_renyi({n}, p={p}) gave no connected graph in {max_tries} tries; "
-                     f"use p above the connectivity threshold log(n)/n = {hint:.3g} (e.g. p={2 * hint:.3g}).")
+                     f"use p above the connectivity threshold log(n)/n = {hint:.3g} "
+                     f"(e.g. p={2 * hint:.3g}).")
 
 
 def random_geometric(n: int, radius: float, *, seed: int = 0, weights: str = "metropolis",
@@ -441,8 +389,8 @@ def random_geometric(n: int, radius: float, *, seed: int = 0, weights: str = "me
         if n == 1 or nx.is_connected(G):
             return _from_graph(G, f"random_geometric({n}, r={radius:g})", weights)
     hint = math.sqrt(2 * math.log(n) / (math.pi * n))
-    raise ValueError(f"random_geometric({n}, radius={radius}) gave no connected graph in {max_tries} "
-                     f"tries; use a larger radius (about {hint:.3g} or more).")
+    raise ValueError(f"random_geometric({n}, radius={radius}) gave no connected graph in "
+                     f"{max_tries} tries; use a larger radius (about {hint:.3g} or more).")
 
 
 def social(*, weights: str = "metropolis") -> Topology:
@@ -450,7 +398,8 @@ def social(*, weights: str = "metropolis") -> Topology:
     return _from_graph(nx.davis_southern_women_graph(), "social(32)", weights)
 
 
-def from_networkx(G: nx.Graph, *, weights: str = "metropolis", name: Optional[str] = None) -> Topology:
+def from_networkx(G: nx.Graph, *, weights: str = "metropolis",
+                  name: Optional[str] = None) -> Topology:
     """Topology of any connected networkx graph (nodes are relabelled 0..n-1 in node order)."""
     if not isinstance(G, nx.Graph):
         raise ValueError(f"G must be a networkx Graph; got {type(G).__name__}.")
@@ -471,11 +420,8 @@ def torus_shape(n: int) -> tuple:
     return rows, n // rows
 
 
-GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
-              "erdos_renyi", "random_geometric", "social")
-
-
-def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis", **options) -> Topology:
+def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis",
+            **options) -> Topology:
     """Build a topology of ``n`` workers from a generator name (``torus``/``grid`` use the most
     square factorization of n; ``erdos_renyi`` takes ``p=``, ``random_geometric`` takes
     ``radius=``)."""
@@ -501,128 +447,3 @@ def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis", **
                              f"by_name({name!r}, {n}, {needed}={0.3 if needed == 'p' else 0.4}).")
         return globals()[name](n, options[needed], seed=seed, weights=weights)
     return globals()[name](n, weights=weights)
-
-
-# ---------------------------------------------------------------------------------------------
-# time-varying topologies: the neighbour lists of W_t are generated inside the compiled loop
-
-
-def _one_peer_lists(args, tau):
-    """One-peer exponential graph: at round tau worker i averages with ``(i + 2^(tau mod K)) mod n``
-    with weights 1/2 (``args["perms"][k, i] = (i + 2^k) mod n``)."""
-    import jax.numpy as jnp
-
-    perms = args["perms"]
-    partner = perms[tau % perms.shape[0]]
-    idx = jnp.stack([jnp.arange(partner.shape[0], dtype=jnp.int32), partner], axis=1)
-    return idx, jnp.full(idx.shape, 0.5, jnp.float32)
-
-
-def _matching_lists(args, tau):
-    """Random matching: a fresh uniformly random permutation pairs positions (2i, 2i+1) of it;
-    pairs average with weights 1/2 (with n odd, one worker per round keeps its value)."""
-    import jax
-    import jax.numpy as jnp
-
-    n = args["self"].shape[0]
-    perm = jax.random.permutation(jax.random.fold_in(args["key"], tau), n).astype(jnp.int32)
-    m = n - n % 2
-    mate = jnp.arange(n, dtype=jnp.int32).at[:m].set(
-        jnp.arange(m, dtype=jnp.int32).reshape(-1, 2)[:, ::-1].reshape(-1))
-    partner = jnp.zeros(n, jnp.int32).at[perm].set(perm[mate])
-    idx = jnp.stack([args["self"], partner], axis=1)
-    return idx, jnp.full(idx.shape, 0.5, jnp.float32)
-
-
-def _link_failure_lists(args, tau):
-    """Each edge of the base W fails independently with probability p_drop at every round; both
-    endpoints draw the same number for an edge (keyed by the edge), and a failed edge's weight
-    goes back to the diagonal, so W_t stays symmetric and doubly stochastic."""
-    import jax
-    import jax.numpy as jnp
-
-    idx, w = args["idx"], args["w"]
-    n = idx.shape[0]
-    me = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], idx.shape)
-    edge = jnp.minimum(me, idx) * n + jnp.maximum(me, idx)
-    key = jax.random.fold_in(args["key"], tau)
-    u = jax.vmap(jax.vmap(lambda e: jax.random.uniform(jax.random.fold_in(key, e))))(edge)
-    off = jnp.where((u >= args["p_drop"]) & (idx != me), w, jnp.zeros_like(w))
-    w_t = off.at[:, 0].set(1.0 - jnp.sum(off, axis=1))  # column 0 is the worker itself
-    return idx, w_t
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TimeVaryingTopology(Topology):
-    """A sequence of mixing matrices ``W_t`` generated inside the compiled loop.
-
-    ``W``, ``graph`` and every spectral quantity (``lam``, ``spectral_gap``, ...) are those of the
-    *base* graph (the graph the sequence lives on); algorithms that tune themselves to the graph
-    (DeTAG's accelerated gossip) use them. ``W_at(t)`` gives round t's matrix.
-    """
-
-    kind: str = "static"
-    args: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def time_varying(self) -> bool:
-        return True
-
-    def sparse_builder(self):
-        """``(build, args)``: jittable ``build(args, tau) -> (idx [n, K], w [n, K])``."""
-        build = {"one_peer_exponential": _one_peer_lists, "random_matching": _matching_lists,
-                 "link_failures": _link_failure_lists}[self.kind]
-        return build, dict(self.args)
-
-
-def _key_data(seed: int) -> np.ndarray:
-    """A raw uint32[2] PRNG key from an integer seed."""
-    import jax
-
-    return np.asarray(jax.random.PRNGKey(int(seed)))
-
-
-def one_peer_exponential(n: int) -> TimeVaryingTopology:
-    """One-peer exponential graph (Ying et al., NeurIPS 2021): at round t worker i averages with
-    ``i + 2^(t mod K)`` (mod n), weights 1/2, ``K = ceil(log2 n)``. For n a power of two, K
-    consecutive rounds multiply to ``J`` exactly (exact consensus in log2 n rounds). W_t is doubly
-    stochastic but not symmetric. The base graph is ``exponential(n)``."""
-    n = _check_int("n", n)
-    base = exponential(n)
-    K = max(1, math.ceil(math.log2(n))) if n > 1 else 1
-    perms = np.stack([(np.arange(n) + (1 << k)) % n for k in range(K)]).astype(np.int32)
-    return TimeVaryingTopology(matrix=base.matrix, name=f"one_peer_exponential({n})", graph=base.graph,
-                               kind="one_peer_exponential", args={"perms": perms})
-
-
-def random_matching(n: int, *, seed: int = 0) -> TimeVaryingTopology:
-    """Random matching (gossip on random pairs): each round a fresh uniformly random matching of
-    the workers; matched pairs average with weights 1/2. The base graph is ``complete(n)``."""
-    n = _check_int("n", n)
-    if n < 2:
-        raise ValueError(f"random_matching needs n >= 2 workers to pair; got n={n}.")
-    base = complete(n)
-    return TimeVaryingTopology(matrix=base.matrix, name=f"random_matching({n}, seed={seed})", graph=base.graph,
-                               kind="random_matching",
-                               args={"self": np.arange(n, dtype=np.int32), "key": _key_data(seed)})
-
-
-def with_link_failures(topology: Topology, p_drop: float, *, seed: int = 0) -> TimeVaryingTopology:
-    """``topology`` whose edges each fail independently with probability ``p_drop`` at every round;
-    a failed edge's weight returns to the diagonal, so W_t stays symmetric and doubly stochastic.
-    The base graph (spectra) is ``topology``."""
-    from .gossip import neighbour_lists
-
-    if not isinstance(topology, Topology) or topology.time_varying:
-        raise ValueError("with_link_failures needs a static Topology (e.g. ds.topology.ring(8)); got "
-                         f"{topology!r}.")
-    if not 0.0 <= float(p_drop) < 1.0:
-        raise ValueError(f"p_drop must be in [0, 1); got p_drop={p_drop!r}.")
-    idx, w = neighbour_lists(topology.matrix)
-    return TimeVaryingTopology(matrix=topology.matrix, name=f"{topology.name} with p_drop={p_drop:g}",
-                               graph=topology.graph, kind="link_failures",
-                               args={"idx": idx, "w": w, "p_drop": np.float32(p_drop),
-                                     "key": _key_data(seed)})
-
-
-TIME_VARYING = ("one_peer_exponential", "random_matching", "with_link_failures")
