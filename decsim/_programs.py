@@ -17,9 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TRACE_COUNTS", "trace_count", "clear_cache", "compiled", "signature",
+__all__ = ["TRACE_COUNTS", "trace_count", "clear_cache", "compiled", "batched", "BATCHING",
+           "signature",
            "enable_compilation_cache", "make_mesh", "mesh_key", "place", "worker_constraint",
-           "device_data"]
+           "device_data", "float_dtype", "as_float"]
 
 TRACE_COUNTS: collections.Counter = collections.Counter()
 _PROGRAMS: "collections.OrderedDict" = collections.OrderedDict()
@@ -68,22 +69,53 @@ def signature(args) -> tuple:
     return (treedef,) + tuple((np.shape(leaf), jnp.result_type(leaf).name) for leaf in leaves)
 
 
-def compiled(kind: str, builder, key: tuple, args: tuple, vmapped: bool, in_axes):
+BATCHING = ("map", "vmap")
+
+
+def batched(fn, in_axes, batching: str):
+    """``fn`` over a leading run axis of the arguments whose ``in_axes`` entry is not None.
+
+    ``"vmap"`` vectorizes the runs (``jax.vmap``): often faster, but XLA may pick other kernels
+    for other batch sizes, so a run's numbers can change (by rounding, which chaotic dynamics
+    such as top-k selection can amplify) with the number of runs it shares a call with.
+    ``"map"`` runs them one after another inside the program (``jax.lax.map``): every run is
+    computed by exactly the program of a run alone, so its numbers are bitwise those of an
+    unbatched run, however many runs share the call.
+    """
+    if batching == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+    flags = [ax is not None for ax in in_axes]
+
+    def mapped(*args):
+        runs = tuple(a for a, f in zip(args, flags) if f)
+
+        def one(run_args):
+            it = iter(run_args)
+            return fn(*[next(it) if f else a for a, f in zip(args, flags)])
+
+        return jax.lax.map(one, runs)
+
+    return mapped
+
+
+def compiled(kind: str, builder, key: tuple, args: tuple, vmapped: bool, in_axes,
+             batching: str = "map"):
     """Fetch or build (trace + compile) the executable for ``key`` and these argument shapes.
 
+    With ``vmapped``, the program runs a batch of runs (:func:`batched`, by ``batching``).
     Returns ``(executable, compile_seconds)`` (0 when it came from the cache)."""
     if not _ENV_CACHE_CHECKED:
         _ENV_CACHE_CHECKED.append(True)
         if os.environ.get("DECSIM_CACHE_DIR"):
             enable_compilation_cache()
-    full_key = (kind, key, vmapped, signature(args))
+    full_key = (kind, key, vmapped and batching, signature(args))
     entry = _PROGRAMS.get(full_key)
     if entry is not None:
         _PROGRAMS.move_to_end(full_key)
         return entry, 0.0
     fn = builder()
     if vmapped:
-        fn = jax.vmap(fn, in_axes=in_axes)
+        fn = batched(fn, in_axes, batching)
     start = time.perf_counter()
     entry = jax.jit(fn).lower(*args).compile()
     seconds = time.perf_counter() - start
@@ -91,6 +123,23 @@ def compiled(kind: str, builder, key: tuple, args: tuple, vmapped: bool, in_axes
     while len(_PROGRAMS) > _MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return entry, seconds
+
+
+def float_dtype():
+    """The float dtype of a run: float64 when ``jax_enable_x64`` is on, else float32 (JAX's)."""
+    return jnp.dtype(jnp.result_type(float))
+
+
+def as_float(tree):
+    """Device copies of a pytree with every floating leaf in :func:`float_dtype` (integer and
+    boolean leaves keep their dtype)."""
+    dt = float_dtype()
+
+    def one(a):
+        a = np.asarray(a) if not isinstance(a, jax.Array) else a
+        return jnp.asarray(a, dt) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.asarray(a)
+
+    return jax.tree.map(one, tree)
 
 
 def device_data(problem) -> dict:
@@ -103,21 +152,18 @@ def device_data(problem) -> dict:
     """
     host = (problem.params0, problem.data, problem.counts, problem.test_data, problem.aux)
     key = (tuple(id(a) for a in jax.tree.leaves(host)), jax.tree.structure(host),
-           float(problem.noise_std))
+           float(problem.noise_std), float_dtype().name)
     entry = _DATA.get(key)
     if entry is not None:
         _DATA.move_to_end(key)
         return entry[1]
-    f32 = jnp.float32
     args = {
-        "params0": jax.tree.map(lambda a: jnp.asarray(a, f32), problem.params0),
-        "data": jax.tree.map(jnp.asarray, problem.data),
+        "params0": as_float(problem.params0),
+        "data": as_float(problem.data),
         "counts": jnp.asarray(problem.counts, jnp.int32),
-        "noise_std": jnp.asarray(problem.noise_std, f32),
-        "test": None if problem.test_data is None else jax.tree.map(jnp.asarray,
-                                                                    problem.test_data),
-        "aux": None if problem.aux is None else jax.tree.map(lambda a: jnp.asarray(a, f32),
-                                                             problem.aux),
+        "noise_std": jnp.asarray(problem.noise_std, float_dtype()),
+        "test": None if problem.test_data is None else as_float(problem.test_data),
+        "aux": None if problem.aux is None else as_float(problem.aux),
     }
     _DATA[key] = (host, args)
     while len(_DATA) > _MAX_DATA:

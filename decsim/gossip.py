@@ -195,7 +195,7 @@ class Mixer(NamedTuple):
         """This round's W as a dense ``[n, n]`` array (O(n²) memory)."""
         if self.path == "dense":
             return self.W
-        return self(jnp.eye(self.n, dtype=jnp.float32))
+        return self(jnp.eye(self.n, dtype=jnp.result_type(float)))
 
     def round(self, r, rounds: int) -> "Mixer":
         """The mixer of sub-round ``r`` (0 <= r < rounds) of this step."""
@@ -289,7 +289,7 @@ def plan(topology, path: str = "auto") -> GossipPlan:
             # so rolls win only for a handful of offsets (ring, torus); see benchmarks/gossip.py.
             path = "roll" if circ is not None and len(circ[0]) <= _ROLL_MAX_SHIFTS else "sparse"
     if path == "dense":
-        return GossipPlan("dense", _build_dense, {"W": np.asarray(topology.W, np.float32)})
+        return GossipPlan("dense", _build_dense, {"W": np.asarray(topology.W, np.float64)})
     if path == "sparse":
         idx, w = neighbour_lists(M)
         return GossipPlan("sparse", _build_sparse, {"idx": idx, "w": w})

@@ -29,9 +29,9 @@ import numpy as np
 
 from . import _checks as checks
 from . import tree
-from ._programs import (TRACE_COUNTS, clear_cache, compiled, device_data,
-                        enable_compilation_cache, make_mesh, mesh_key, place, trace_count,
-                        worker_constraint)
+from ._programs import (BATCHING, TRACE_COUNTS, as_float, clear_cache, compiled, device_data,
+                        enable_compilation_cache, float_dtype, make_mesh, mesh_key, place,
+                        trace_count, worker_constraint)
 from ._types import Algorithm, History, Problem
 from .gossip import GossipPlan, plan as gossip_plan
 from .problems.objective import is_uniform, objective, oracle as make_oracle
@@ -75,7 +75,7 @@ def _snapshot(algo, state):
     """What an evaluation needs of a state: the stacked params and the algorithm's own metrics."""
     extra_fn = getattr(algo, "extra_metrics", None)
     extra = extra_fn(state) if extra_fn is not None else {}
-    return algo.params(state), {k: jnp.asarray(v, jnp.float32) for k, v in extra.items()}
+    return algo.params(state), {k: jnp.asarray(v, float_dtype()) for k, v in extra.items()}
 
 
 def _make_init(algo, constrain):
@@ -99,7 +99,7 @@ def _make_segment(algo, problem: Problem, gplan: GossipPlan, eval_every: int, ch
 
         def one_step(state, t):
             state, cost = step(hparams, state, t, run_key, args)
-            return state, jnp.stack([jnp.asarray(c, jnp.float32) for c in cost])
+            return state, jnp.stack([jnp.asarray(c, float_dtype()) for c in cost])
 
         def chunk(state, c):
             ts = t0 + c * eval_every + jnp.arange(eval_every, dtype=jnp.int32)
@@ -124,7 +124,7 @@ def _problem_metrics(problem: Problem, X, margs):
         out.update(problem.test_metrics(xbar, margs["test"]))
     if problem.extra_metrics is not None:
         out.update(problem.extra_metrics(X, margs["aux"]))
-    return {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}
+    return {k: jnp.asarray(v, float_dtype()) for k, v in out.items()}
 
 
 def _make_metrics(problem: Problem):
@@ -227,8 +227,9 @@ def _check_seeds(seed, seeds) -> list:
 
 
 def _resolve_hparams(algorithm, hparams: Optional[dict], n_runs: Optional[int]) -> dict:
-    """``algorithm.hparams`` updated by ``hparams``, each value a float32 scalar or (batched) a
-    ``[n_runs]`` array; every run's value goes through the algorithm's own checks."""
+    """``algorithm.hparams`` updated by ``hparams``, each value a scalar or (batched) a
+    ``[n_runs]`` array (in the run's float dtype); every run's value goes through the algorithm's
+    own checks."""
     hp = dict(getattr(algorithm, "hparams", None) or {})
     name = getattr(algorithm, "name", type(algorithm).__name__)
     if hparams:
@@ -256,7 +257,7 @@ def _resolve_hparams(algorithm, hparams: Optional[dict], n_runs: Optional[int]) 
                 checks.number(f"hparams[{k!r}]", value)
         if n_runs is not None:  # batched: every value per run, so one program serves both forms
             arr = np.broadcast_to(arr, (n_runs,))
-        out[k] = jnp.asarray(arr, jnp.float32)
+        out[k] = jnp.asarray(arr, float_dtype())
     return out
 
 
@@ -297,8 +298,8 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
     gplan = gossip_plan(topology, gossip)
     mesh = make_mesh(devices, problem.n_workers)
     args = dict(device_data(problem))
-    args["topology"] = {k: jnp.asarray(v) for k, v in gplan.args.items()}
-    args["lam"] = jnp.asarray(topology.lam, jnp.float32)
+    args["topology"] = as_float(dict(gplan.args))
+    args["lam"] = jnp.asarray(topology.lam, float_dtype())
     keys = (jnp.stack([jax.random.PRNGKey(s) for s in seeds]) if batched
             else jax.random.PRNGKey(seeds[0]))
     if mesh is not None:
@@ -306,7 +307,7 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
     hp_axes = {k: 0 if jnp.ndim(v) else None for k, v in hp.items()}  # per-run values: vmapped
     n_evals = steps // eval_every
     params_size = sum(int(np.size(a)) for a in jax.tree.leaves(problem.params0))
-    snapshot_bytes = 4 * len(seeds) * max(1, params_size)
+    snapshot_bytes = float_dtype().itemsize * len(seeds) * max(1, params_size)
     chunks = _chunks_per_call(n_evals, eval_every,
                               max(1, _SNAPSHOT_BUDGET_BYTES // snapshot_bytes))
     return _Plan(gplan, mesh, args, keys, hp, hp_axes, chunks, n_evals)
@@ -316,21 +317,21 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
 # phase 3: compile
 
 
-def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool):
+def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batching: str):
     """The init and segment executables (from the cache when seen before) and compile seconds."""
     prog_key = (_algo_key(algorithm), _problem_key(problem), mesh_key(p.mesh))
     n = problem.n_workers
     constrain = worker_constraint(p.mesh, n)
     constrain_stacked = worker_constraint(p.mesh, n, axis=1)
     init_prog, secs_init = compiled("init", lambda: _make_init(algorithm, constrain), prog_key,
-                                    (p.keys, p.args), batched, (0, None))
+                                    (p.keys, p.args), batched, (0, None), batching)
     state = init_prog(p.keys, p.args)
     t0 = jnp.zeros((), jnp.int32)
     seg_prog, secs_seg = compiled(
         "segment", lambda: _make_segment(algorithm, problem, p.gplan, eval_every, p.chunks,
                                          constrain, constrain_stacked),
         prog_key + (p.gplan.key, eval_every, p.chunks), (p.hp, state, t0, p.keys, p.args),
-        batched, (p.hp_axes, 0, None, 0, None))
+        batched, (p.hp_axes, 0, None, 0, None), batching)
     return state, seg_prog, secs_init + secs_seg
 
 
@@ -347,7 +348,7 @@ class _Driven(NamedTuple):
 
 
 def _drive(algorithm, problem, topology, p: _Plan, state, seg_prog, steps, eval_every, batched,
-           n_runs, progress) -> _Driven:
+           n_runs, progress, batching) -> _Driven:
     """Call the segment program until ``steps`` are done or every run diverged; evaluate the
     snapshots of each call with the metrics program (compiled on the first snapshots)."""
     start = time.perf_counter()
@@ -364,7 +365,7 @@ def _drive(algorithm, problem, topology, p: _Plan, state, seg_prog, steps, eval_
             metrics_prog, compile_seconds = compiled(
                 "metrics", lambda: _make_metrics(problem),
                 _metrics_key(problem) + (mesh_key(p.mesh),), (Xs, t0, margs), batched,
-                (0, None, None))
+                (0, None, None), batching)
             start += time.perf_counter() - tic  # run_seconds excludes it
         first = 0 if not records else 1  # the incoming state was the previous call's last snapshot
         metrics = {**metrics_prog(Xs, jnp.asarray(first, jnp.int32), margs), **extras}
@@ -467,7 +468,7 @@ def _record(algorithm, problem, topology, p: _Plan, steps, eval_every, given) ->
 def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
         eval_every: Optional[int] = None, seed: int = 0, seeds: Optional[Sequence[int]] = None,
         progress: Optional[bool] = None, hparams: Optional[dict] = None, gossip: str = "auto",
-        devices: Optional[Sequence] = None) -> History:
+        devices: Optional[Sequence] = None, batching: str = "map") -> History:
     """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
 
     Args:
@@ -478,7 +479,7 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
       steps: number of algorithm steps (a multiple of ``eval_every``).
       eval_every: steps between evaluations (default: about 50 evaluations).
       seed: the run's seed (minibatches, noise, compressors), an integer in [0, 2**32).
-      seeds: several seeds run as one vmapped program; metrics gain a leading seed axis.
+      seeds: several seeds (runs) as one compiled program; metrics gain a leading seed axis.
       progress: show a progress bar (default: only when the run will take more than a few seconds).
       hparams: override numeric hyperparameters (e.g. ``{"learning_rate": 0.05}``) without
         recompiling. With ``seeds``, a value may also be a list with one entry per
@@ -493,6 +494,11 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         ``jax.devices()`` spans every process (host): run the same script in each, and each gets
         the whole History.
 
+      batching: how the runs of ``seeds=`` share the program: ``"map"`` (default) computes each
+        exactly as it would run alone, so its numbers are bitwise those of ``ds.run(...,
+        seed=s)`` however many runs share the call; ``"vmap"`` vectorizes them (often faster on
+        accelerators; numbers equal to rounding, which chaotic dynamics can amplify).
+
     Returns:
       A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
       ``diverged`` with ``diverged_step``; it never raises.
@@ -505,14 +511,16 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
       True
     """
     eval_every = _check_run_args(algorithm, problem, topology, steps, eval_every)
+    checks.one_of("batching", batching, BATCHING)
     batched = seeds is not None
     seed_list = _check_seeds(seed, seeds)
     hp = _resolve_hparams(algorithm, hparams, len(seed_list) if batched else None)
     p = _plan(algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip,
               devices)
-    state, seg_prog, compile_seconds = _compile(algorithm, problem, p, eval_every, batched)
+    state, seg_prog, compile_seconds = _compile(algorithm, problem, p, eval_every, batched,
+                                                batching)
     d = _drive(algorithm, problem, topology, p, state, seg_prog, steps, eval_every, batched,
-               len(seed_list), progress)
+               len(seed_list), progress, batching)
     metrics, diverged_step = _assemble_metrics(d, len(seed_list), p.n_evals, eval_every)
     params = _fetch(jax.vmap(algorithm.params)(d.state) if batched else algorithm.params(d.state))
     div = diverged_step >= 0
@@ -523,7 +531,8 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         diverged=div if batched else bool(div[0]),
         diverged_step=diverged_step if batched else int(diverged_step[0]),
         seeds=seed_list if batched else seed_list[0],
-        config=_record(algorithm, problem, topology, p, steps, eval_every, hparams),
+        config=dict(_record(algorithm, problem, topology, p, steps, eval_every, hparams),
+                    batching=batching if batched else None),
         compile_seconds=compile_seconds + d.compile_seconds,
         run_seconds=d.run_seconds,
     )
@@ -544,8 +553,8 @@ def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps
     record = algorithm.params if record is None else record
     gplan = gossip_plan(topology, gossip)
     args = dict(device_data(problem))
-    args["topology"] = {k: jnp.asarray(v) for k, v in gplan.args.items()}
-    args["lam"] = jnp.asarray(topology.lam, jnp.float32)
+    args["topology"] = as_float(dict(gplan.args))
+    args["lam"] = jnp.asarray(topology.lam, float_dtype())
     step = _make_step(algorithm, problem, gplan)
 
     @jax.jit

@@ -289,7 +289,7 @@ def test_classification_argument_errors():
         P.logistic_regression(2, batch_size=0)
     with pytest.raises(ValueError, match="activation must be 'tanh' or 'relu'"):
         P.mlp(2, activation="gelu")
-    with pytest.raises(ValueError, match="hidden sizes must be positive"):
+    with pytest.raises(ValueError, match=r"hidden\[i\] must be an integer >= 1"):
         P.mlp(2, hidden=(8, 0))
     with pytest.raises(ValueError, match=re.escape("Did you mean 'iid'?")):
         P.logistic_regression(2, partition="idd")
@@ -368,9 +368,10 @@ def test_quadratic_single_worker_and_isotropic():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(n_workers=0, dim=3), "n_workers must be"),
     (dict(n_workers=2, dim=0), "dim must be an integer >= 1"),
-    (dict(n_workers=2, dim=3, mu=0.0), "need 0 < mu <= L"),
+    (dict(n_workers=2, dim=3, mu=0.0), "mu must be a finite positive number; got mu=0.0"),
     (dict(n_workers=2, dim=3, mu=2.0, L=1.0), "need 0 < mu <= L"),
-    (dict(n_workers=2, dim=3, noise=-1.0), "noise and heterogeneity must be >= 0"),
+    (dict(n_workers=2, dim=3, noise=-1.0), "noise must be a finite number >= 0; got noise=-1.0"),
+    (dict(n_workers=2, dim=3, heterogeneity="1"), "heterogeneity must be a finite number >= 0"),
 ])
 def test_quadratic_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -133,7 +133,31 @@ def local_update(owner: str, learning_rate_value, local_optimizer):
     if not (hasattr(local_optimizer, "init") and hasattr(local_optimizer, "update")):
         raise ValueError(f"{owner}: local_optimizer must be an optax GradientTransformation (e.g. "
                          f"optax.sgd(0.1, momentum=0.9)); got {type(local_optimizer).__name__}.")
+    _probe_descent(owner, local_optimizer)
     return LocalUpdate(Rate(), local_optimizer), {}
+
+
+def _probe_descent(owner: str, optimizer) -> None:
+    """One update of the optax transformation on a tiny problem (params 0, gradient 1), on the
+    host: it must run and must not point uphill. This catches a negative learning rate (gradient
+    ascent) or a hyperparameter of the wrong type before anything compiles."""
+    import numpy as np
+
+    x = jnp.zeros((2,), jnp.float32)
+    g = jnp.ones((2,), jnp.float32)
+    try:
+        with jax.numpy_dtype_promotion("standard"):  # the user's promotion setting is not ours
+            update, _ = optimizer.update(g, optimizer.init(x), x)
+        step = np.asarray(update, np.float64)
+    except Exception as err:  # noqa: BLE001 - any failure of the transform is reported alike
+        first = str(err).splitlines()[0].rstrip(".") if str(err) else ""
+        raise ValueError(f"{owner}: local_optimizer fails on a test update: "
+                         f"{type(err).__name__}: {first}. Check its hyperparameters (numbers or "
+                         "optax schedules).") from None
+    if not np.all(np.isfinite(step)) or float(np.sum(step * np.asarray(g))) > 0:
+        raise ValueError(f"{owner}: local_optimizer's update points along the gradient (gradient "
+                         f"ascent: {step.tolist()} for gradient [1, 1]); is its learning rate "
+                         "negative? Use a positive learning rate.")
 
 
 class LocalState(NamedTuple):

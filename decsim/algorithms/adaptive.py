@@ -79,9 +79,10 @@ def _dadam(rate: Rate, b1: float, b2: float, b3: float, eps: float):
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        t = (state.t + 1).astype(jnp.float32)  # the spec's t (from 1)
-        c1 = 1.0 - jnp.power(jnp.float32(b1), t)
-        c2 = 1.0 - jnp.power(jnp.float32(b2), t)
+        dt = jax.tree.leaves(state.X)[0].dtype  # float32, or float64 with jax_enable_x64
+        t = (state.t + 1).astype(dt)  # the spec's t (from 1)
+        c1 = 1.0 - jnp.power(jnp.asarray(b1, dt), t)
+        c2 = 1.0 - jnp.power(jnp.asarray(b2, dt), t)
         M = _map(lambda m, g: b1 * m + (1.0 - b1) * g, state.M, G)
         V = _map(lambda v, g: b2 * v + (1.0 - b2) * jnp.square(g), state.V, G)
         V_bar = _map(lambda vb, v: b3 * vb + (1.0 - b3) * jnp.maximum(vb, v / c2), state.V_bar, V)
@@ -167,7 +168,7 @@ def _tracked_adaptive(rate: Rate, b1: float, eps: float, amsgrad: bool, b2=None)
             V_hat = _map(jnp.maximum, state.V_hat, V)
         else:
             V = ()
-            t = (state.t + 1).astype(jnp.float32)  # the spec's t (from 1)
+            t = (state.t + 1).astype(jax.tree.leaves(state.X)[0].dtype)  # the spec's t (from 1)
             V_hat = _map(lambda vh, g: ((t - 1.0) / t) * vh + (1.0 / t) * jnp.square(g),
                          state.V_hat, G)
         eta = rate(hp, state.t)

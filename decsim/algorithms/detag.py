@@ -68,8 +68,8 @@ def _detag(rate: Rate, rounds: int, accelerate: bool):
         Y_half = tree.add(state.Y, tree.sub(G, state.G_prev))
         U, _ = local.update(Y_half, (), state.X, state.t, hp)
         X_half = tree.add(state.X, U)
-        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros((), jnp.float32)
-        X, Y = accelerated_rounds(mixer, (X_half, Y_half), rounds, mu.astype(jnp.float32))
+        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros_like(mixer.lam)
+        X, Y = accelerated_rounds(mixer, (X_half, Y_half), rounds, mu)
         return (DetagState(X, Y, G, state.t + 1),
                 cost(rounds, rounds, rounds * dense_bits(state.X, copies=2)))
 
@@ -121,8 +121,8 @@ def _accelerated_gossip(rounds: int, accelerate: bool):
 
     def step(state, hp, oracle, mixer, key):
         del hp, oracle, key
-        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros((), jnp.float32)
-        (X,) = accelerated_rounds(mixer, (state.X,), rounds, mu.astype(jnp.float32))
+        mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros_like(mixer.lam)
+        (X,) = accelerated_rounds(mixer, (state.X,), rounds, mu)
         return (AcceleratedGossipState(X, state.t + 1),
                 cost(0, rounds, rounds * dense_bits(state.X)))
 

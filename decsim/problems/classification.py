@@ -12,6 +12,7 @@ import numpy as np
 
 from jax.custom_derivatives import SymbolicZero
 
+from .. import _checks as checks
 from .. import data as _data
 from .. import tree
 from .._types import Problem
@@ -110,8 +111,10 @@ def _classification(name, n, dataset, partition, alpha, shards_per_worker, batch
     info = dict(dataset=dataset, partition=partition, n_train=int(len(ytr)), n_test=int(len(yte)),
                 n_features=int(X.shape[1]), n_classes=int(y.max()) + 1, l2=float(l2),
                 label_counts=label_hist)
+    batch_size = _common.batch_size(batch_size)
+    _common.warn_small_workers(counts, batch_size, name)
     return Problem(name=name, n_workers=n, params0=stacked0, data={"x": xs, "y": ys}, counts=counts,
-                   loss_fn=loss_fn, batch_size=_common.batch_size(batch_size), test_data=test,
+                   loss_fn=loss_fn, batch_size=batch_size, test_data=test,
                    test_metrics=test_metrics if test is not None else None, info=info)
 
 
@@ -149,9 +152,10 @@ def mlp(n_workers: int, dataset: str = "digits", *, hidden: Sequence[int] = (32,
     n = _common.workers(n_workers)
     if activation not in ("tanh", "relu"):
         raise ValueError(f"activation must be 'tanh' or 'relu'; got {activation!r}.")
-    hidden = tuple(int(h) for h in hidden)
-    if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden sizes must be positive integers; got {hidden!r}.")
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)):
+        raise ValueError(f"hidden must be a list of layer widths, e.g. hidden=(32,) or "
+                         f"hidden=[64, 32]; got hidden={hidden!r}.")
+    hidden = tuple(checks.integer("hidden[i]", h) for h in hidden)
     X, y, n_classes = _data.load_dataset(dataset)
     rng = np.random.default_rng(seed + 7919)
     sizes = (X.shape[1],) + hidden + (n_classes,)

@@ -51,11 +51,17 @@ def custom(loss_fn: Callable, params0, worker_data, *, batch_size: Optional[int]
         raise ValueError(f"counts must be {n} whole numbers in [1, {m}]; got {counts!r}.")
     if test_data is not None and test_metrics is None:
         test_metrics = _default_test_metrics(loss_fn)
+    if not callable(loss_fn):
+        raise ValueError(f"loss_fn must be a function (params, batch) -> scalar; got "
+                         f"{type(loss_fn).__name__}.")
     params0 = jax.tree.map(np.asarray, params0)
-    stacked0 = jax.tree.map(lambda a: np.broadcast_to(a[None], (n,) + a.shape).copy(), params0)
+    batch_size = _common.batch_size(batch_size)
+    _common.check_model(loss_fn, params0, worker_data, name)
+    _common.warn_small_workers(counts, batch_size, name)
+    stacked0 = _common.stack_params0(params0, n)
     return Problem(name=name, n_workers=int(n), params0=stacked0,
                    data=jax.tree.map(np.asarray, worker_data), counts=counts, loss_fn=loss_fn,
-                   batch_size=_common.batch_size(batch_size), test_data=test_data,
+                   batch_size=batch_size, test_data=test_data,
                    test_metrics=test_metrics, info={})
 
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _checks as checks
 from .. import data as _data
 from .. import tree
 from .._types import Problem
@@ -38,11 +39,11 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     """
     n = _common.workers(n_workers)
     _common.dim(dim)
-    if not (mu > 0 and L >= mu):
+    mu, L = checks.positive("mu", mu), checks.positive("L", L)
+    if not L >= mu:
         raise ValueError(f"need 0 < mu <= L; got mu={mu!r}, L={L!r}.")
-    if noise < 0 or heterogeneity < 0:
-        raise ValueError(f"noise and heterogeneity must be >= 0; got noise={noise!r}, "
-                         f"heterogeneity={heterogeneity!r}.")
+    noise = checks.nonnegative("noise", noise)
+    heterogeneity = checks.nonnegative("heterogeneity", heterogeneity)
     rng = np.random.default_rng(seed)
     a = np.linspace(mu, L, dim)
     x_star = rng.normal(size=dim)
@@ -55,10 +56,11 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     c = x_star[None, :] + heterogeneity * e / a[None, :]
     f_star = float(np.mean(0.5 * np.sum(a[None, :] * (x_star[None, :] - c) ** 2, axis=1)))
     zeta2 = float(np.mean(np.sum((heterogeneity * e) ** 2, axis=1)))
-    data = {"a": np.broadcast_to(a, (n, 1, dim)).astype(np.float32).copy(),
-            "c": c[:, None, :].astype(np.float32)}
-    params0 = np.zeros((n, dim), np.float32)
-    info = dict(x_star=x_star.astype(np.float32), f_star=f_star, L=float(L), mu=float(mu),
+    # host data in float64: the runner casts to the run's float dtype (float32 unless
+    # jax_enable_x64), so x64 runs see the exact problem whose x* and f* are recorded
+    data = {"a": np.broadcast_to(a, (n, 1, dim)).copy(), "c": c[:, None, :].copy()}
+    params0 = np.zeros((n, dim), np.float32)  # exact in every float dtype
+    info = dict(x_star=x_star, f_star=f_star, L=float(L), mu=float(mu),
                 sigma2=float(noise) ** 2, zeta2=zeta2, dim=int(dim))
     return Problem(name=f"quadratic(d={dim})", n_workers=n, params0=params0, data=data,
                    counts=np.ones(n, np.int32), loss_fn=_quadratic_loss, batch_size=None,

@@ -95,7 +95,7 @@ class Spectrum:
 
 
 def neighbour_lists(W):
-    """ELL form of W (dense or scipy sparse): ``idx`` int32 ``[n, K]`` and ``w`` float32 ``[n, K]``
+    """ELL form of W (dense or scipy sparse): ``idx`` int32 ``[n, K]`` and ``w`` float64 ``[n, K]``
     (column 0 is the worker itself; rows with fewer neighbours are padded with the worker itself
     at weight 0). O(nnz) time and memory."""
     M = sp.csr_matrix(W)
@@ -110,7 +110,7 @@ def neighbour_lists(W):
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(r.size) - starts[r] + 1
     idx = np.tile(np.arange(n, dtype=np.int32)[:, None], (1, K))
-    w = np.zeros((n, K), np.float32)
+    w = np.zeros((n, K), np.float64)  # the runner casts to the run's float dtype
     w[:, 0] = M.diagonal()
     idx[r, pos] = c
     w[r, pos] = v
@@ -148,7 +148,7 @@ def circulant_structure(W, grid: tuple):
         return None
     js = np.flatnonzero(first.ravel())
     shifts = tuple((int(j // cols), int(j % cols)) for j in js)
-    return shifts, first.ravel()[js].astype(np.float32)
+    return shifts, first.ravel()[js].astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
