@@ -11,6 +11,7 @@ import pytest
 import decsim as ds
 from decsim import runner
 from decsim import study as S
+from decsim.study import store
 
 # the module decsim.study.sweep (the attribute of that name is the function ds.sweep): tests swap
 # the runner's run() it calls
@@ -38,12 +39,14 @@ class CountingRun:
 
 
 def test_grid_expansion_grouping_and_dotted_paths():
-    grid = {"algorithm.learning_rate": [0.05, 0.1], "topology.name": ["ring", "complete"], "seed": [0, 1, 2]}
+    grid = {"algorithm.learning_rate": [0.05, 0.1], "topology.name": ["ring", "complete"],
+            "seed": [0, 1, 2]}
     runs = S.plan(BASE, grid)
     assert len(runs) == 12 and len({r.id for r in runs}) == 12
     assert len({r.group for r in runs}) == 4  # seeds share a group
     # TOML's nested form of dotted keys is the same grid
-    nested = {"algorithm": {"learning_rate": [0.05, 0.1]}, "topology": {"name": ["ring", "complete"]},
+    nested = {"algorithm": {"learning_rate": [0.05, 0.1]},
+              "topology": {"name": ["ring", "complete"]},
               "seed": [0, 1, 2]}
     assert [r.id for r in S.plan(BASE, nested)] == [r.id for r in runs]
     # base seeds expand; a list of grids is a union; duplicates appear once
@@ -72,7 +75,8 @@ def test_four_seeds_times_three_learning_rates_are_one_call(tmp_path, monkeypatc
     assert traced == {"init": 1, "segment": 1, "metrics": 1}  # one program of each kind, 12 runs
     assert counting.calls == 1 and sorted(counting.seeds[0]) == sorted([0, 1, 2, 3] * 3)
     lrs = counting.hparams[0]["learning_rate"]  # one value per run, paired with its seed
-    assert sorted(zip(counting.seeds[0], lrs)) == sorted((s, lr) for s in range(4) for lr in (0.05, 0.1, 0.2))
+    assert sorted(zip(counting.seeds[0], lrs)) == sorted((s, lr) for s in range(4)
+                                                         for lr in (0.05, 0.1, 0.2))
     assert (report.total, report.ran, report.skipped, report.diverged) == (12, 12, 0, 0)
     frame = ds.load_results(str(tmp_path), final=True)
     assert len(frame) == 12
@@ -81,7 +85,8 @@ def test_four_seeds_times_three_learning_rates_are_one_call(tmp_path, monkeypatc
     direct = ds.run(ds.algorithms.dsgd(0.2), ds.config.build_problem(cfg), ds.topology.ring(5),
                     steps=40, eval_every=10, seeds=[0, 1, 2, 3])
     hists = ds.study.load_histories(str(tmp_path))
-    assert sorted(h.config["hparams"]["learning_rate"] for h in hists.values()) == pytest.approx([0.05, 0.1, 0.2])
+    assert sorted(h.config["hparams"]["learning_rate"] for h in hists.values()) == pytest.approx(
+        [0.05, 0.1, 0.2])
     mine = [h for h in hists.values() if h.config["hparams"]["learning_rate"] == pytest.approx(0.2)]
     assert len(mine) == 1 and mine[0].seeds == [0, 1, 2, 3]
     np.testing.assert_allclose(mine[0].metrics["loss"], direct.metrics["loss"], rtol=2e-6)
@@ -118,10 +123,18 @@ def test_interrupted_sweep_resumes_and_reruns_damaged_files(tmp_path, monkeypatc
     with open(os.path.join(out, f"{other.id}.json"), "w") as fh:
         fh.write('{"format": "decsim-run/1", "id": ')
     assert not S.is_complete(out, victim.id) and not S.is_complete(out, other.id)
-    assert len(ds.load_results(out, final=True)) == 6  # damaged runs are skipped when reading
+    with pytest.warns(store.StoreWarning) as caught:  # damaged runs are skipped when reading
+        assert len(ds.load_results(out, final=True)) == 6
+    assert sorted(str(w.message) for w in caught) == sorted(
+        [f"decsim store: skipped run {victim.id}: {npz}: the NPZ does not match the checksum "
+         f"npz_sha256 in its JSON",
+         f"decsim store: skipped run {other.id}: {out}/{other.id}.json: the JSON does not parse "
+         f"(Expecting value: line 1 column 34 (char 33))"])
     counting = CountingRun()
     monkeypatch.setattr(SWEEP, "run", counting)
-    report = ds.sweep(BASE, grid, out, progress=False)
+    with pytest.warns(store.StoreWarning, match="decsim sweep: recomputing run") as caught:
+        report = ds.sweep(BASE, grid, out, progress=False)
+    assert len(caught) == 2
     assert (report.skipped, report.ran) == (6, 2)
     assert sorted(counting.seeds) == sorted([[victim.config["seed"]], [other.config["seed"]]])
     assert all(S.is_complete(out, r.id) for r in runs)
@@ -137,12 +150,15 @@ def test_diverged_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     grid = {"algorithm.learning_rate": [0.1, 50.0], "seed": [0, 1]}
     report = ds.sweep(BASE, grid, str(tmp_path), progress=False)
     assert (report.ran, report.diverged) == (4, 2)
-    final = ds.load_results(str(tmp_path), final=True).set_index(["algorithm.learning_rate", "seed"])
+    final = ds.load_results(str(tmp_path), final=True).set_index(
+        ["algorithm.learning_rate", "seed"])
     assert list(final.loc[50.0, "status"]) == ["diverged", "diverged"]
     assert list(final.loc[0.1, "status"]) == ["ok", "ok"]
-    assert (final.loc[50.0, "diverged_step"] > 0).all() and (final.loc[0.1, "diverged_step"] == -1).all()
+    assert (final.loc[50.0, "diverged_step"] > 0).all()
+    assert (final.loc[0.1, "diverged_step"] == -1).all()
     assert np.isfinite(final.loc[0.1, "loss"]).all()
-    assert ds.sweep(BASE, grid, str(tmp_path), progress=False).skipped == 4  # diverged runs are finished
+    # diverged runs are finished
+    assert ds.sweep(BASE, grid, str(tmp_path), progress=False).skipped == 4
 
 
 def test_shards_split_the_grid_by_group(tmp_path):
@@ -154,7 +170,8 @@ def test_shards_split_the_grid_by_group(tmp_path):
     assert [len(p) for p in shards] == [4, 4, 4]
     groups = [{r.group for r in part} for part in shards]
     assert not (groups[0] & groups[1]) and not (groups[1] & groups[2])
-    assert [r.id for r in S.plan(BASE, grid, shard=(1, 3))] == [r.id for r in shards[1]]  # deterministic
+    # deterministic
+    assert [r.id for r in S.plan(BASE, grid, shard=(1, 3))] == [r.id for r in shards[1]]
     for i in range(3):
         ds.sweep(BASE, grid, str(tmp_path), shard=f"{i}/3", progress=False)
     assert ds.load_results(str(tmp_path), final=True)["run"].nunique() == 12
@@ -165,7 +182,8 @@ def test_shards_split_the_grid_by_group(tmp_path):
 
 def test_load_results_columns_and_histories(tmp_path):
     cfg = dict(BASE, problem=dict(BASE["problem"], noise=0.0))
-    ds.sweep(cfg, {"seed": [0, 1], "topology.name": ["ring", "complete"]}, str(tmp_path), progress=False)
+    ds.sweep(cfg, {"seed": [0, 1], "topology.name": ["ring", "complete"]}, str(tmp_path),
+             progress=False)
     frame = ds.load_results(str(tmp_path))
     for col in ("run", "group", "seed", "step", "loss", "grad_norm_sq", "consensus", "bits",
                 "algorithm.name", "algorithm.learning_rate", "topology.name", "n_workers", "status",
@@ -183,7 +201,10 @@ def test_load_results_columns_and_histories(tmp_path):
     # without noise the two seeds coincide (full local gradients)
     h = next(iter(hists.values()))
     np.testing.assert_allclose(h.metrics["loss"][0], h.metrics["loss"][1], rtol=1e-6)
+    (tmp_path / "empty").mkdir()
     assert len(ds.load_results(str(tmp_path / "empty"))) == 0
+    with pytest.raises(FileNotFoundError, match="missing"):
+        ds.load_results(str(tmp_path / "missing"))
 
 
 def test_store_files_are_plain_json_and_npz(tmp_path):

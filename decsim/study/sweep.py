@@ -12,7 +12,12 @@ lists of values (:mod:`decsim.study.grid`), runs the product, and writes every f
   numbers as arguments (``decsim.runner.trace_count()`` stays put). Batches run in an order that
   keeps equal structures together.
 - **resume**: finished runs found in the store are not rerun; rerunning an interrupted sweep
-  redoes nothing that finished.
+  redoes nothing that finished. A stored run that fails its checks (damaged, edited) is
+  recomputed with a warning, and so is a stored run of a user problem (a constructor from
+  outside ``decsim`` registered in ``decsim.problems.REGISTRY``) whose code or data changed
+  since it was stored (its :func:`decsim.study.store.problem_fingerprint` differs); the
+  temporary files of killed writes are removed first (:func:`decsim.study.store.tidy`).
+  Several sweeps may write into one folder at once.
 - **divergence**: a run that produced NaN/inf is stored with ``status = "diverged"`` and the
   sweep goes on.
 - **sharding**: ``shard=(i, k)`` (or ``"i/k"``) runs a deterministic 1/k of the groups
@@ -24,6 +29,7 @@ from __future__ import annotations
 import collections
 import os
 import time
+import warnings
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -31,7 +37,15 @@ import numpy as np
 from .. import config as _config
 from ..runner import run
 from .grid import PlannedRun, digest, plan
-from .store import is_complete, problem_facts, write_run
+from .store import (
+    BadRecord,
+    StoreWarning,
+    problem_facts,
+    problem_fingerprint,
+    tidy,
+    verify_run,
+    write_run,
+)
 
 __all__ = ["sweep", "sweep_file", "SweepReport", "Batch"]
 
@@ -92,20 +106,27 @@ def _structure(algorithm) -> tuple:
             getattr(algorithm, "extra_metrics", None), tuple(sorted(algorithm.hparams or {})))
 
 
-def _build_batches(pending: list) -> list:
+def _problem_key(c: dict) -> str:
+    """The problems of two runs are the same object when these keys are equal."""
+    return digest([c["problem"], c["n_workers"]])
+
+
+def _build_batches(pending: list, problems: Optional[dict] = None) -> list:
     """Every :class:`Batch` of the pending runs, built (and checked) before anything compiles.
 
     A batch holds the runs whose configs differ at most in the seed and in the values of the
     algorithm's numeric hyperparameters (``build_algorithm(config).hparams``): their algorithms
     have the very same functions, so they are one vmapped call with ``hparams={name: [one value
     per run]}``. Batches of equal structure and size (one compiled program) run next to each
-    other, in first-seen order.
+    other, in first-seen order. ``problems`` (``{problem key: Problem}``) holds problems
+    built already and gets those built here.
     """
-    problems, topologies, groups = {}, {}, collections.OrderedDict()
+    problems = {} if problems is None else problems
+    topologies, groups = {}, collections.OrderedDict()
     for r in pending:
         c = r.config
         algo = _config.build_algorithm(c)  # every run's own values go through the checks
-        pkey = digest([c["problem"], c["n_workers"]])
+        pkey = _problem_key(c)
         tkey = digest([c["topology"], c["n_workers"]])
         if pkey not in problems:
             problems[pkey] = _config.build_problem(c)
@@ -131,8 +152,10 @@ def _build_batches(pending: list) -> list:
     return batches
 
 
-def _run_batch(batch: Batch, out_dir: str, save_params: bool) -> int:
-    """One ``ds.run`` call for a batch, each run stored; returns how many diverged."""
+def _run_batch(batch: Batch, out_dir: str, save_params: bool,
+               fingerprint: Optional[str] = None) -> int:
+    """One ``ds.run`` call for a batch, each run stored (with its problem's ``fingerprint``);
+    returns how many diverged."""
     c = batch.runs[0].config
     seeds = [r.config["seed"] for r in batch.runs]
     hist = run(batch.algorithm, batch.problem, batch.topology, c["steps"],
@@ -142,8 +165,46 @@ def _run_batch(batch: Batch, out_dir: str, save_params: bool) -> int:
     facts.update(lam=float(batch.topology.lam), p=float(batch.topology.p))
     for s, r in enumerate(batch.runs):
         write_run(out_dir, r, hist, s, facts=facts, save_params=save_params,
-                  group_size=len(batch.runs))
+                  group_size=len(batch.runs), problem_sha256=fingerprint)
     return int(np.sum(np.atleast_1d(hist.diverged)))
+
+
+def _is_user_problem(c: dict) -> bool:
+    """Whether a run's problem constructor comes from outside decsim (a user's, registered in
+    ``decsim.problems.REGISTRY``): its stored runs are reused only with an equal fingerprint."""
+    fn = _config.problems().get(c["problem"]["name"])
+    module = getattr(fn, "__module__", None) or ""
+    return not (module == "decsim" or module.startswith("decsim."))
+
+
+def _fingerprint_of(problem, fingerprints: dict) -> str:
+    """The :func:`problem_fingerprint` of a built problem, computed once per problem object."""
+    key = id(problem)
+    if key not in fingerprints:
+        fingerprints[key] = (problem_fingerprint(problem), problem)  # the problem keeps its id
+    return fingerprints[key][0]
+
+
+def _is_reusable(out_dir: str, r: PlannedRun, problems: dict, fingerprints: dict) -> bool:
+    """Whether the store holds run ``r`` finished and intact, computed by the current version of
+    its problem where that is a user's; a damaged or outdated run is reported with a warning."""
+    try:
+        record, _ = verify_run(out_dir, r.id, arrays=False)
+    except FileNotFoundError:
+        return False
+    except BadRecord as err:
+        warnings.warn(f"decsim sweep: recomputing run {r.id}: {err}", StoreWarning, stacklevel=3)
+        return False
+    if _is_user_problem(r.config):
+        pkey = _problem_key(r.config)
+        if pkey not in problems:
+            problems[pkey] = _config.build_problem(r.config)
+        if record.get("problem_sha256") != _fingerprint_of(problems[pkey], fingerprints):
+            warnings.warn(f"decsim sweep: recomputing run {r.id}: problem "
+                          f"{r.config['problem']['name']!r} is not the one it was computed "
+                          f"with (its code or data changed since)", StoreWarning, stacklevel=3)
+            return False
+    return True
 
 
 def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None,
@@ -185,8 +246,12 @@ def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None,
     """
     start = time.perf_counter()
     planned: list[PlannedRun] = plan(base, grid, shard=shard)
-    pending = [r for r in planned if rerun or not is_complete(out_dir, r.id)]
-    batches = _build_batches(pending)  # any error is raised before the first compilation
+    tidy(out_dir)
+    problems, fingerprints, pending = {}, {}, []
+    for r in planned:
+        if rerun or not _is_reusable(out_dir, r, problems, fingerprints):
+            pending.append(r)
+    batches = _build_batches(pending, problems)  # any error is raised before the first compilation
     os.makedirs(out_dir, exist_ok=True)
 
     bar = None
@@ -197,7 +262,8 @@ def sweep(base: dict, grid=None, out_dir: str = "decsim-sweep", *, shard=None,
     diverged = 0
     try:
         for batch in batches:
-            diverged += _run_batch(batch, out_dir, save_params)
+            diverged += _run_batch(batch, out_dir, save_params,
+                                   _fingerprint_of(batch.problem, fingerprints))
             if bar is not None:
                 bar.update(len(batch.runs))
     finally:
