@@ -46,16 +46,13 @@ import time
 import jax
 import numpy as np
 
+# ---------------------------------------------------------------------------------------------
+# machine description
+from _common import cpu_model as _cpu_model  # noqa: E402
+
 import decsim as ds
 import decsim.compression as C
 from decsim.algorithms import choco
-
-
-# ---------------------------------------------------------------------------------------------
-# machine description
-
-
-from _common import cpu_model as _cpu_model  # noqa: E402
 
 
 def describe_machine() -> str:
@@ -69,8 +66,12 @@ def describe_machine() -> str:
 def _table(headers, rows) -> str:
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+    line = lambda r: "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+    )  # noqa: E731
+    return "\n".join(
+        [line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]]
+    )
 
 
 def _fmt(x, spec=".2e"):
@@ -81,7 +82,11 @@ def _fmt(x, spec=".2e"):
 # A. consensus
 
 
-CONSENSUS_COMPRESSORS = {"top-1%": C.top_k(0.01), "rand-1%": C.rand_k(0.01), "qsgd 8-bit": C.qsgd(256)}
+CONSENSUS_COMPRESSORS = {
+    "top-1%": C.top_k(0.01),
+    "rand-1%": C.rand_k(0.01),
+    "qsgd 8-bit": C.qsgd(256),
+}
 
 
 def linear_rate(steps, err, floor=1e-9):
@@ -112,11 +117,20 @@ def consensus_experiment(n=25, d=2000, rounds=5000, seed=0, verbose=True):
     def record(name, algo, gamma, tune_s):
         start = time.perf_counter()
         h = ds.run(algo, prob, topo, steps=rounds, eval_every=every, progress=False)
-        out[name] = dict(gamma=gamma, steps=h.steps, error=h.metrics["consensus_error"],
-                         bits=h.metrics["bits"], tune_s=tune_s, run_s=time.perf_counter() - start)
+        out[name] = dict(
+            gamma=gamma,
+            steps=h.steps,
+            error=h.metrics["consensus_error"],
+            bits=h.metrics["bits"],
+            tune_s=tune_s,
+            run_s=time.perf_counter() - start,
+        )
         if verbose:
-            print(f"  {name:28s} gamma={gamma:.4g}  tune {tune_s:5.1f}s  run {out[name]['run_s']:5.1f}s",
-                  flush=True)
+            print(
+                f"  {name:28s} gamma={gamma:.4g}  tune {tune_s:5.1f}s  run "
+                f"{out[name]['run_s']:5.1f}s",
+                flush=True,
+            )
 
     record("exact gossip", choco.choco_gossip(1.0, C.identity()), 1.0, 0.0)
     for label, comp in CONSENSUS_COMPRESSORS.items():
@@ -136,12 +150,20 @@ def consensus_table(res, rounds) -> str:
         at = [rel[np.searchsorted(r["steps"], m)] for m in marks]
         t6 = first_reach(r["steps"], rel, 1e-6)
         bits_round = r["bits"][-1] / r["steps"][-1]
-        rows.append([name, f"{r['gamma']:.3g}", f"{bits_round:.0f}"] + [_fmt(a) for a in at]
-                    + [_fmt(linear_rate(r["steps"], r["error"]), ".2e"),
-                       "-" if t6 is None else t6,
-                       "-" if t6 is None else f"{t6 * bits_round:.3g}"])
-    headers = ["method", "gamma", "bits/round"] + [f"err@{m}" for m in marks] + [
-        "late log-rate/round", "rounds to 1e-6", "bits to 1e-6"]
+        rows.append(
+            [name, f"{r['gamma']:.3g}", f"{bits_round:.0f}"]
+            + [_fmt(a) for a in at]
+            + [
+                _fmt(linear_rate(r["steps"], r["error"]), ".2e"),
+                "-" if t6 is None else t6,
+                "-" if t6 is None else f"{t6 * bits_round:.3g}",
+            ]
+        )
+    headers = (
+        ["method", "gamma", "bits/round"]
+        + [f"err@{m}" for m in marks]
+        + ["late log-rate/round", "rounds to 1e-6", "bits to 1e-6"]
+    )
     return _table(headers, rows)
 
 
@@ -149,11 +171,13 @@ def consensus_table(res, rounds) -> str:
 # B. logistic regression
 
 
-def logistic_experiment(partition, steps=2000, seeds=(0, 1, 2), lr=0.1, batch_size=32, l2=1e-3,
-                        verbose=True):
+def logistic_experiment(
+    partition, steps=2000, seeds=(0, 1, 2), lr=0.1, batch_size=32, l2=1e-3, verbose=True
+):
     """Runs part B for one split; returns ``(f_star, gammas, {method: History})``."""
-    prob = ds.problems.logistic_regression(9, "digits", partition=partition, batch_size=batch_size,
-                                           l2=l2)
+    prob = ds.problems.logistic_regression(
+        9, "digits", partition=partition, batch_size=batch_size, l2=l2
+    )
     topo = ds.topology.ring(9, weights="uniform")
     _, f_star = ds.problems.optimum(prob)
     sizes = ds.tree.leaf_sizes(prob.params0)
@@ -171,8 +195,9 @@ def logistic_experiment(partition, steps=2000, seeds=(0, 1, 2), lr=0.1, batch_si
     hists = {}
     for name, algo in methods.items():
         start = time.perf_counter()
-        hists[name] = ds.run(algo, prob, topo, steps=2 * steps, eval_every=every, seeds=list(seeds),
-                             progress=False)
+        hists[name] = ds.run(
+            algo, prob, topo, steps=2 * steps, eval_every=every, seeds=list(seeds), progress=False
+        )
         if verbose:
             print(f"  {partition:6s} {name:28s} {time.perf_counter() - start:5.1f}s", flush=True)
     return f_star, gammas, hists
@@ -197,12 +222,27 @@ def logistic_table(f_star, hists, steps) -> str:
         bits_then = None if t is None else h.metrics["bits"][0, np.searchsorted(h.steps, t)]
         div = np.atleast_1d(h.diverged)
         div_at = np.atleast_1d(h.diverged_step)
-        rows.append([name] + [_fmt(a, ".3e") for a in at] + [
-            _fmt(bits_step, ".0f"), "-" if t is None else f"{t} ({t / steps:.2f} T)",
-            "-" if t is None else f"{bits_then:.3g} ({bits_then / ref_bits:.4f})",
-            f"{int(div.sum())}/{div.size}" + (f" (step {int(div_at[div].min())})" if div.any() else "")])
-    headers = ["method", f"sub@{steps // 2}", f"sub@T={steps}", f"sub@{2 * steps}", "bits/step",
-               "steps to D-SGD@T", "bits by then (/ D-SGD@T)", "diverged seeds"]
+        rows.append(
+            [name]
+            + [_fmt(a, ".3e") for a in at]
+            + [
+                _fmt(bits_step, ".0f"),
+                "-" if t is None else f"{t} ({t / steps:.2f} T)",
+                "-" if t is None else f"{bits_then:.3g} ({bits_then / ref_bits:.4f})",
+                f"{int(div.sum())}/{div.size}"
+                + (f" (step {int(div_at[div].min())})" if div.any() else ""),
+            ]
+        )
+    headers = [
+        "method",
+        f"sub@{steps // 2}",
+        f"sub@T={steps}",
+        f"sub@{2 * steps}",
+        "bits/step",
+        "steps to D-SGD@T",
+        "bits by then (/ D-SGD@T)",
+        "diverged seeds",
+    ]
     return _table(headers, rows)
 
 
@@ -212,8 +252,12 @@ def logistic_table(f_star, hists, steps) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5000, help="consensus rounds (part A)")
-    parser.add_argument("--steps", type=int, default=1000,
-                        help="T: D-SGD's reference step count; part B runs 2T steps")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=1000,
+        help="T: D-SGD's reference step count; part B runs 2T steps",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="seeds per method (part B)")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--skip-consensus", action="store_true")
@@ -223,23 +267,33 @@ def main(argv=None):
         args.rounds, args.steps, args.seeds = 500, 200, 1
 
     print("# benchmarks/choco.py")
-    print("command:", " ".join([os.path.basename(sys.executable), "benchmarks/choco.py"] + sys.argv[1:]))
+    print(
+        "command:",
+        " ".join([os.path.basename(sys.executable), "benchmarks/choco.py"] + sys.argv[1:]),
+    )
     print("machine:", describe_machine())
     total = time.perf_counter()
     if not args.skip_consensus:
-        print(f"\n## A. consensus: ring(25, uniform), d = 2000, {args.rounds} rounds "
-              "(error relative to the start)")
+        print(
+            f"\n## A. consensus: ring(25, uniform), d = 2000, {args.rounds} rounds "
+            "(error relative to the start)"
+        )
         res = consensus_experiment(rounds=args.rounds)
         print()
         print(consensus_table(res, args.rounds))
     if not args.skip_logistic:
         for partition in ("iid", "sorted"):
-            print(f"\n## B. logistic regression, digits, ring(9, uniform), {partition} split, "
-                  f"lr 0.1, batch 32, l2 1e-3, T = {args.steps}, 2T steps, mean of {args.seeds} seeds")
-            f_star, gammas, hists = logistic_experiment(partition, steps=args.steps,
-                                                        seeds=tuple(range(args.seeds)))
-            print(f"\nf* = {f_star:.6f} (L-BFGS); tuned gamma: "
-                  + ", ".join(f"{k} {v:.4g}" for k, v in gammas.items()))
+            print(
+                f"\n## B. logistic regression, digits, ring(9, uniform), {partition} split, "
+                f"lr 0.1, batch 32, l2 1e-3, T = {args.steps}, 2T steps, mean of {args.seeds} seeds"
+            )
+            f_star, gammas, hists = logistic_experiment(
+                partition, steps=args.steps, seeds=tuple(range(args.seeds))
+            )
+            print(
+                f"\nf* = {f_star:.6f} (L-BFGS); tuned gamma: "
+                + ", ".join(f"{k} {v:.4g}" for k, v in gammas.items())
+            )
             print(logistic_table(f_star, hists, args.steps))
     print(f"\ntotal wall time {time.perf_counter() - total:.0f}s")
 

@@ -14,10 +14,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import machine
 
 import decsim as ds
-
-from _common import machine
 from decsim import gossip
 
 
@@ -67,10 +66,11 @@ def main():
     args = p.parse_args()
     ns = [64, 256, 1024, 4096] if not args.quick else [64, 1024]
     ds_ = [100, 10_000] if not args.quick else [10_000]
-    print(f"# gossip round timings, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# gossip round timings, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# {machine()}")
     print("# ms per round (best of 7); bound = 2·n·d·4 bytes / copy bandwidth")
-    header = f"{'graph':>16} {'n':>6} {'d':>6} {'dense':>9} {'sparse':>9} {'roll':>9} {'bare roll':>9} {'bound':>8} {'GB/s':>6}"
+    header = (f"{'graph':>16} {'n':>6} {'d':>6} {'dense':>9} {'sparse':>9} {'roll':>9} "
+              f"{'bare roll':>9} {'bound':>8} {'GB/s':>6}")
     print(header)
     rng = np.random.default_rng(0)
     for d in ds_:
@@ -79,10 +79,12 @@ def main():
             copy_ms = best_time(copy, X)
             bandwidth = 2 * n * d * 4 / (copy_ms * 1e-3) / 1e9
             bound = copy_ms
-            for name, topo in (("ring", ds.topology.ring(n)),
-                               ("torus", ds.topology.by_name("torus", n)),
-                               ("exponential", ds.topology.exponential(n)),
-                               ("erdos_renyi", ds.topology.erdos_renyi(n, min(1.0, 8.0 / n), seed=0))):
+            for name, topo in (
+                ("ring", ds.topology.ring(n)),
+                ("torus", ds.topology.by_name("torus", n)),
+                ("exponential", ds.topology.exponential(n)),
+                ("erdos_renyi", ds.topology.erdos_renyi(n, min(1.0, 8.0 / n), seed=0)),
+            ):
                 cells = {}
                 for path in ("dense", "sparse", "roll"):
                     if path == "dense" and n * n * d > 2e10:
@@ -95,8 +97,11 @@ def main():
                         continue
                     cells[path] = f"{best_time(round_fn(plan), X, repeats=5):9.3f}"
                 bare = f"{best_time(bare_roll, X):9.3f}" if name == "ring" else ""
-                print(f"{topo.name:>16} {n:6d} {d:6d} {cells['dense']:>9} {cells['sparse']:>9} "
-                      f"{cells['roll']:>9} {bare:>9} {bound:8.3f} {bandwidth:6.1f}", flush=True)
+                print(
+                    f"{topo.name:>16} {n:6d} {d:6d} {cells['dense']:>9} {cells['sparse']:>9} "
+                    f"{cells['roll']:>9} {bare:>9} {bound:8.3f} {bandwidth:6.1f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

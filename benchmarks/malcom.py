@@ -14,10 +14,9 @@ import argparse
 import datetime
 
 import numpy as np
+from _common import machine
 
 import decsim as ds
-
-from _common import machine
 from decsim import compression as C
 from decsim.algorithms.choco import choco_sgd
 from decsim.algorithms.malcom import malcom_psgd
@@ -39,14 +38,18 @@ def main():
     n, s = 8, args.levels
     steps = 600 if args.quick else 2000
     seeds = [0, 1] if args.quick else [0, 1, 2]
-    print(f"# MALCOM-PSGD vs Choco-SGD, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"# MALCOM-PSGD vs Choco-SGD, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
     print(f"# {machine()}")
     print(f"# digits, n={n} iid, batch 16, {steps} steps, lr 0.2, dithered s={s}, l1={args.l1}, "
           f"{len(seeds)} seeds; bits are per worker, cumulative")
-    print(f"{'model':>8} {'graph':>12} {'method':>26} {'gamma':>6} {'final acc':>9} {'sparsity':>8} "
-          f"{'Mbit to target':>14} {'Mbit total':>10}")
-    models = {"logreg": ds.problems.logistic_regression(n, "digits", batch_size=16, l2=1e-4),
-              "mlp": ds.problems.mlp(n, "digits", hidden=(32,), batch_size=16)}
+    print(
+        f"{'model':>8} {'graph':>12} {'method':>26} {'gamma':>6} {'final acc':>9} {'sparsity':>8} "
+        f"{'Mbit to target':>14} {'Mbit total':>10}"
+    )
+    models = {
+        "logreg": ds.problems.logistic_regression(n, "digits", batch_size=16, l2=1e-4),
+        "mlp": ds.problems.mlp(n, "digits", hidden=(32,), batch_size=16),
+    }
     for model, prob in models.items():
         d = ds.tree.size(prob.params0)
         for topo in (ds.topology.ring(n), ds.topology.complete(n)):
@@ -56,16 +59,24 @@ def main():
                 "MALCOM-PSGD (Elias, l1)": malcom_psgd(0.2, gamma, args.l1, levels=s),
                 "MALCOM-PSGD (Elias, l1=0)": malcom_psgd(0.2, gamma, 0.0, levels=s),
             }
-            hists = {k: ds.run(a, prob, topo, steps=steps, eval_every=steps // 50, seeds=seeds,
-                               progress=False) for k, a in runs.items()}
+            hists = {
+                k: ds.run(
+                    a, prob, topo, steps=steps, eval_every=steps // 50, seeds=seeds, progress=False
+                )
+                for k, a in runs.items()
+            }
             base_acc = np.mean(hists["Choco-SGD (fixed-length)"].metrics["test_accuracy"][:, -1])
             target = 0.98 * base_acc
             for name, h in hists.items():
                 acc = np.mean(h.metrics["test_accuracy"][:, -1])
                 sparsity = np.mean(h.metrics["sparsity"][:, -1]) if "sparsity" in h.metrics else 0.0
-                print(f"{model:>8} {topo.name:>12} {name:>26} {gamma:6.3f} {acc:9.3f} {sparsity:8.3f} "
-                      f"{bits_to(h, target) / 1e6:14.3f} {np.mean(h.metrics['bits'][:, -1]) / 1e6:10.3f}",
-                      flush=True)
+                print(
+                    f"{model:>8} {topo.name:>12} {name:>26} {gamma:6.3f} {acc:9.3f} "
+                    f"{sparsity:8.3f} "
+                    f"{bits_to(h, target) / 1e6:14.3f} "
+                    f"{np.mean(h.metrics['bits'][:, -1]) / 1e6:10.3f}",
+                    flush=True,
+                )
             print(f"{'':>8} {'':>12} target test accuracy {target:.3f} (98% of Choco-SGD's final)")
 
 

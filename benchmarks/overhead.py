@@ -25,7 +25,6 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
 
-    import jax
     import jax.numpy as jnp
 
     import decsim as ds

@@ -23,9 +23,7 @@ import os
 import time
 
 import numpy as np
-
 from _common import machine
-
 
 # ---------------------------------------------------------------------------------------------
 # the per-worker loop (PyTorch)
@@ -140,11 +138,17 @@ def main():
     xla_threads = os.environ.get("PJRT_NPROC", f"default ({os.cpu_count()} cores)")
 
     lr, batch = 0.1, 16
-    print(f"# decsim vs a per-worker PyTorch loop, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
-    print(f"# {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"XLA:CPU threads (PJRT_NPROC) {xla_threads}")
+    now = datetime.datetime.now(datetime.UTC)
+    print(f"# decsim vs a per-worker PyTorch loop, {now:%Y-%m-%d %H:%M} UTC")
+    print(
+        f"# {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"XLA:CPU threads (PJRT_NPROC) {xla_threads}"
+    )
     print("# D-SGD on MLP 64-32-10 (tanh), digits iid, batch 16 per worker, ring, lr 0.1")
-    print(f"{'n':>5} {'loop w-steps/s':>15} {'decsim w-steps/s':>17} {'ratio':>7} {'decsim compile s':>17} {'gossip':>7}")
+    print(
+        f"{'n':>5} {'loop w-steps/s':>15} {'decsim w-steps/s':>17} {'ratio':>7} "
+        f"{'decsim compile s':>17} {'gossip':>7}"
+    )
     for n in [int(v) for v in args.ns.split(",")]:
         prob = ds.problems.mlp(n, "digits", hidden=(32,), batch_size=batch, seed=0)
         topo = ds.topology.ring(n)
@@ -155,8 +159,11 @@ def main():
             loop_s.append(time_loop(loop_step, args.seconds))
             dec_s.append(decsim_one())
         loop_s, dec_s = float(np.median(loop_s)), float(np.median(dec_s))
-        print(f"{n:5d} {n / loop_s:15,.0f} {n / dec_s:17,.0f} {loop_s / dec_s:7.1f} {compile_s:17.2f} {path:>7}",
-              flush=True)
+        print(
+            f"{n:5d} {n / loop_s:15,.0f} {n / dec_s:17,.0f} {loop_s / dec_s:7.1f} "
+            f"{compile_s:17.2f} {path:>7}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -12,8 +12,19 @@ Example:
     (11,)
 """
 
-from . import (algorithms, compression, config, data, gossip, plot, problems, study, theory,
-               topology, tree)
+from . import (
+               algorithms,
+               compression,
+               config,
+               data,
+               gossip,
+               plot,
+               problems,
+               study,
+               theory,
+               topology,
+               tree,
+)
 from ._types import Algorithm, Compressor, History, Problem, StepCost
 from .runner import run
 from .study import load_results, speedup_study, sweep

@@ -1,4 +1,5 @@
-"""The one validation vocabulary of decsim (plain Python, run on the host before anything is traced).
+"""The one validation vocabulary of decsim: plain Python, run on the host before anything is
+traced.
 
 Every check raises a ``ValueError`` that names the argument, the constraint, the value and, where
 one exists, the fix; every check returns the value in its canonical Python type, so callers write
@@ -22,10 +23,22 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
-__all__ = ["is_number", "integer", "number", "positive", "nonnegative", "in_interval", "one_of",
-           "closest", "boolean", "learning_rate_value", "HPARAM_CHECKS", "check_hparam"]
+__all__ = [
+    "is_number",
+    "integer",
+    "number",
+    "positive",
+    "nonnegative",
+    "in_interval",
+    "one_of",
+    "closest",
+    "boolean",
+    "learning_rate_value",
+    "HPARAM_CHECKS",
+    "check_hparam",
+]
 
 
 def is_number(value) -> bool:
@@ -37,7 +50,7 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def integer(name: str, value, *, min: int = 1, max: Optional[int] = None, hint: str = "") -> int:
+def integer(name: str, value, *, min: int = 1, max: int | None = None, hint: str = "") -> int:
     """``value`` as an ``int`` in ``[min, max]`` (bools, floats and strings are refused)."""
     if not _is_int(value) or value < min or (max is not None and value > max):
         bound = f">= {min}" if max is None else f"in [{min}, {max}]"
@@ -55,8 +68,9 @@ def number(name: str, value, *, hint: str = "") -> float:
 def positive(name: str, value, *, hint: str = "") -> float:
     """``value`` as a finite ``float > 0``."""
     if not is_number(value) or not math.isfinite(float(value)) or not value > 0:
-        raise ValueError(f"{name} must be a finite positive number; got {name}={value!r}."
-                         f"{_sp(hint)}")
+        raise ValueError(
+            f"{name} must be a finite positive number; got {name}={value!r}.{_sp(hint)}"
+        )
     return float(value)
 
 
@@ -67,8 +81,9 @@ def nonnegative(name: str, value, *, hint: str = "") -> float:
     return float(value)
 
 
-def in_interval(name: str, value, low: float, high: float, *, closed: str = "both",
-                hint: str = "") -> float:
+def in_interval(
+    name: str, value, low: float, high: float, *, closed: str = "both", hint: str = ""
+) -> float:
     """``value`` as a ``float`` in the interval from ``low`` to ``high``.
 
     Args:
@@ -83,8 +98,10 @@ def in_interval(name: str, value, low: float, high: float, *, closed: str = "bot
     if not ok:
         left = "[" if closed in ("both", "left") else "("
         right = "]" if closed in ("both", "right") else ")"
-        raise ValueError(f"{name} must be a number in {left}{low:g}, {high:g}{right}; got "
-                         f"{name}={value!r}.{_sp(hint)}")
+        raise ValueError(
+            f"{name} must be a number in {left}{low:g}, {high:g}{right}; got "
+            f"{name}={value!r}.{_sp(hint)}"
+        )
     return float(value)
 
 
@@ -101,7 +118,7 @@ def closest(value, valid: Iterable) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
-def one_of(name: str, value, choices: Iterable, *, what: Optional[str] = None):
+def one_of(name: str, value, choices: Iterable, *, what: str | None = None):
     """``value`` if it is one of ``choices``; else an error listing them and the closest one."""
     choices = tuple(choices)
     try:
@@ -111,19 +128,28 @@ def one_of(name: str, value, choices: Iterable, *, what: Optional[str] = None):
     if not ok:
         listed = ", ".join(repr(c) for c in choices)
         label = what or name
-        raise ValueError(f"unknown {label} {value!r}; {name} must be one of {listed}."
-                         f"{closest(value, choices)}")
+        raise ValueError(
+            f"unknown {label} {value!r}; {name} must be one of {listed}.{closest(value, choices)}"
+        )
     return value
 
 
 def learning_rate_value(name: str, value) -> float:
     """A numeric learning rate: finite and positive (a negative one would run gradient ascent)."""
-    return positive(name, value, hint="Use e.g. 0.1, or an optax schedule (callable step -> value).")
+    return positive(
+        name, value, hint="Use e.g. 0.1, or an optax schedule (callable step -> value)."
+    )
 
 
 def _gamma(name: str, value) -> float:
-    return in_interval(name, value, 0.0, 1.0, closed="right",
-                       hint="Pick it with decsim.algorithms.tune_gamma(topology, compressor, d).")
+    return in_interval(
+        name,
+        value,
+        0.0,
+        1.0,
+        closed="right",
+        hint="Pick it with decsim.algorithms.tune_gamma(topology, compressor, d).",
+    )
 
 
 # The numeric hyperparameters decsim's factories declare, and what each may be. Values given per

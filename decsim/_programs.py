@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import os
 import time
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,14 +22,14 @@ __all__ = ["TRACE_COUNTS", "trace_count", "clear_cache", "compiled", "batched", 
            "device_data", "float_dtype", "as_float"]
 
 TRACE_COUNTS: collections.Counter = collections.Counter()
-_PROGRAMS: "collections.OrderedDict" = collections.OrderedDict()
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 64  # compiled executables kept (least recently used are dropped)
-_DATA: "collections.OrderedDict" = collections.OrderedDict()
+_DATA: collections.OrderedDict = collections.OrderedDict()
 _MAX_DATA = 8  # problems whose device-resident data is kept
 _ENV_CACHE_CHECKED = []
 
 
-def trace_count(kind: Optional[str] = None) -> int:
+def trace_count(kind: str | None = None) -> int:
     """How many programs the runner has traced (all kinds, or ``"init"``/``"segment"``/
     ``"metrics"``)."""
     return sum(TRACE_COUNTS.values()) if kind is None else TRACE_COUNTS[kind]
@@ -43,7 +42,7 @@ def clear_cache() -> None:
     _DATA.clear()
 
 
-def enable_compilation_cache(path: Optional[str] = None) -> str:
+def enable_compilation_cache(path: str | None = None) -> str:
     """Keep compiled programs on disk (JAX's persistent compilation cache), so a new process — a
     notebook kernel restart, the next job of a sweep — skips compilation of programs it has seen.
 
@@ -203,7 +202,8 @@ def place(args: dict, keys, hp: dict, mesh):
     split = NamedSharding(mesh, PartitionSpec("workers"))
     whole = NamedSharding(mesh, PartitionSpec())
     per_worker = {"params0", "data", "counts"}
-    placed = {k: jax.tree.map(lambda a: jax.device_put(a, split if k in per_worker else whole), v)
+    placed = {k: jax.tree.map(lambda a, s=(split if k in per_worker else whole):
+                              jax.device_put(a, s), v)
               for k, v in args.items()}
     return (placed, jax.device_put(keys, whole),
             jax.tree.map(lambda a: jax.device_put(a, whole), hp))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,11 +53,11 @@ class Compressor(NamedTuple):
 
     compress: Callable
     bits: Callable
-    omega: Optional[Callable]
+    omega: Callable | None
     name: str
     unbiased: bool = False
     deterministic: bool = False
-    encode: Optional[Callable] = None
+    encode: Callable | None = None
 
 
 class Algorithm(NamedTuple):
@@ -93,9 +94,9 @@ class Algorithm(NamedTuple):
     hparams: Any = types.MappingProxyType({})
     name: str = "algorithm"
     args: Any = None
-    validate: Optional[Callable] = None
-    check_hparams: Optional[Callable] = None
-    extra_metrics: Optional[Callable] = None
+    validate: Callable | None = None
+    check_hparams: Callable | None = None
+    extra_metrics: Callable | None = None
 
 
 class Problem(NamedTuple):
@@ -103,8 +104,8 @@ class Problem(NamedTuple):
 
     Worker ``i`` holds ``counts[i]`` samples in rows ``0 .. counts[i]-1`` of every leaf of ``data``
     (leaves ``[n_workers, m_max, ...]``); rows past the count are padding that sampling and losses
-    never see. ``f_i`` is the mean of ``loss_fn`` over worker i's own samples, so every worker weighs
-    the same whatever its sample count.
+    never see. ``f_i`` is the mean of ``loss_fn`` over worker i's own samples, so every worker
+    weighs the same whatever its sample count.
 
     Attributes:
       name: short name, e.g. ``"logistic_regression/digits"``.
@@ -118,7 +119,8 @@ class Problem(NamedTuple):
       test_data: pytree, leaves ``[m_test, ...]``, or ``None``.
       test_metrics: ``(params, test_data) -> dict`` of scalars (``test_loss``, ``test_accuracy``).
       extra_metrics: optional ``(stacked_params, aux) -> dict`` of scalars (e.g. consensus error).
-      aux: pytree of arrays that ``extra_metrics`` reads (passed as data, not baked into the program).
+      aux: pytree of arrays that ``extra_metrics`` reads (passed as data, not baked into the
+        program).
       info: host-side facts: ``x_star``, ``f_star``, ``L``, ``mu``, ``sigma2``, ``zeta2``, ...
     """
 
@@ -128,11 +130,11 @@ class Problem(NamedTuple):
     data: Any
     counts: np.ndarray
     loss_fn: Callable
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     noise_std: float = 0.0
     test_data: Any = None
-    test_metrics: Optional[Callable] = None
-    extra_metrics: Optional[Callable] = None
+    test_metrics: Callable | None = None
+    extra_metrics: Callable | None = None
     aux: Any = None
     info: Any = None
 
@@ -176,7 +178,7 @@ class History:
         """How many runs this History holds (1 unless run with ``seeds=``)."""
         return len(self.seeds) if self.batched else 1
 
-    def select(self, i: int) -> "History":
+    def select(self, i: int) -> History:
         """Run ``i`` of a batched History as a History of its own (unbatched: metrics
         ``[n_evals]``, params ``[n, ...]``, its own seed and hyperparameter values). On an
         unbatched History, ``select(0)`` is the run itself; so consumers never branch on
@@ -191,8 +193,10 @@ class History:
 
         config = dict(self.config)
         if isinstance(config.get("hparams"), dict):
-            config["hparams"] = {k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v)
-                                 for k, v in config["hparams"].items()}
+            config["hparams"] = {
+                k: (v[i] if isinstance(v, (list, tuple)) and len(v) == n else v)
+                for k, v in config["hparams"].items()
+            }
         return History(
             steps=self.steps,
             metrics={k: np.asarray(v)[i] for k, v in self.metrics.items()},
@@ -206,7 +210,7 @@ class History:
         )
 
     @staticmethod
-    def stack(histories) -> "History":
+    def stack(histories) -> History:
         """One batched History from several runs (each batched or not) with the same
         evaluation steps: the inverse of :meth:`select`. Hyperparameter values become one list
         entry per run; times add up."""
@@ -216,11 +220,15 @@ class History:
         steps = runs[0].steps
         for r in runs[1:]:
             if r.steps.shape != steps.shape or np.any(r.steps != steps):
-                raise ValueError("History.stack needs runs evaluated at the same steps; got "
-                                 f"{len(steps)} and {len(r.steps)} evaluations.")
+                raise ValueError(
+                    "History.stack needs runs evaluated at the same steps; got "
+                    f"{len(steps)} and {len(r.steps)} evaluations."
+                )
             if set(r.metrics) != set(runs[0].metrics):
-                raise ValueError("History.stack needs runs with the same metrics; got "
-                                 f"{sorted(runs[0].metrics)} and {sorted(r.metrics)}.")
+                raise ValueError(
+                    "History.stack needs runs with the same metrics; got "
+                    f"{sorted(runs[0].metrics)} and {sorted(r.metrics)}."
+                )
         import jax
 
         config = dict(runs[0].config)
@@ -229,9 +237,12 @@ class History:
             config["hparams"] = {k: [h.get(k) for h in hp] for k in hp[0]}
         return History(
             steps=steps,
-            metrics={k: np.stack([np.asarray(r.metrics[k]) for r in runs]) for k in runs[0].metrics},
-            params=jax.tree.map(lambda *a: np.stack([np.asarray(x) for x in a]),
-                                *[r.params for r in runs]),
+            metrics={
+                k: np.stack([np.asarray(r.metrics[k]) for r in runs]) for k in runs[0].metrics
+            },
+            params=jax.tree.map(
+                lambda *a: np.stack([np.asarray(x) for x in a]), *[r.params for r in runs]
+            ),
             diverged=np.array([r.diverged for r in runs], dtype=bool),
             diverged_step=np.array([r.diverged_step for r in runs], dtype=np.int64),
             seeds=[r.seeds for r in runs],

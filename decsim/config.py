@@ -50,7 +50,7 @@ Example:
     >>> ds.config.build(dict(cfg, algorithm={"name": "dsdg"}))
     Traceback (most recent call last):
     ...
-    ValueError: config key 'algorithm': unknown algorithm 'dsdg'; valid names: ... Did you mean 'dsgd'?
+    ValueError: config key 'algorithm': unknown algorithm 'dsdg'; valid names: ... Did you mean...?
 """
 
 from __future__ import annotations
@@ -63,11 +63,20 @@ import inspect
 import json
 import numbers
 import re
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 from . import _checks as checks
 
-TOP_LEVEL = ("algorithm", "problem", "topology", "n_workers", "steps", "eval_every", "seed", "seeds")
+TOP_LEVEL = (
+    "algorithm",
+    "problem",
+    "topology",
+    "n_workers",
+    "steps",
+    "eval_every",
+    "seed",
+    "seeds",
+)
 _REQUIRED = ("algorithm", "problem", "topology", "n_workers", "steps")
 _SIZE_ARGS = ("n", "rows", "cols")  # topology generator arguments that n_workers determines
 
@@ -108,7 +117,7 @@ def topology_modifiers() -> dict:
         fn = getattr(T, name, None)
         params = list(inspect.signature(fn).parameters) if callable(fn) else []
         if name.startswith("with_") and params and params[0] == "topology":
-            out[name[len("with_"):]] = name
+            out[name[len("with_") :]] = name
     return out
 
 
@@ -121,7 +130,8 @@ def problems() -> dict:
 
 
 def schedules() -> dict:
-    """name -> schedule factory: decsim's ``inverse_time`` and every schedule in ``optax.schedules``."""
+    """name -> schedule factory: decsim's ``inverse_time`` and every schedule in
+    ``optax.schedules``."""
     import optax
 
     out = {"inverse_time": inverse_time}
@@ -140,8 +150,10 @@ def inverse_time(init_value: float, decay_steps: float):
     """
     init_value, decay_steps = float(init_value), float(decay_steps)
     if not init_value > 0 or not decay_steps > 0:
-        raise ValueError(f"inverse_time needs init_value > 0 and decay_steps > 0; got "
-                         f"init_value={init_value!r}, decay_steps={decay_steps!r}.")
+        raise ValueError(
+            f"inverse_time needs init_value > 0 and decay_steps > 0; got "
+            f"init_value={init_value!r}, decay_steps={decay_steps!r}."
+        )
 
     def schedule(t):
         import jax.numpy as jnp
@@ -159,15 +171,19 @@ def inverse_time(init_value: float, decay_steps: float):
 def _unknown(where: str, kind: str, name, valid) -> ValueError:
     valid = sorted(valid)
     listed = ", ".join(valid) if valid else "(none)"
-    return ValueError(f"config key {where!r}: unknown {kind} {name!r}; valid names: {listed}."
-                      f"{checks.closest(name, valid)}")
+    return ValueError(
+        f"config key {where!r}: unknown {kind} {name!r}; valid names: {listed}."
+        f"{checks.closest(name, valid)}"
+    )
 
 
 def _bad_args(where: str, owner: str, unknown, valid) -> ValueError:
     name = sorted(unknown)[0]
     listed = ", ".join(sorted(valid)) if valid else "(none)"
-    return ValueError(f"config key {where!r}: unknown argument {name!r} for {owner}; valid arguments: "
-                      f"{listed}.{checks.closest(name, valid)}")
+    return ValueError(
+        f"config key {where!r}: unknown argument {name!r} for {owner}; valid arguments: "
+        f"{listed}.{checks.closest(name, valid)}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,14 +213,20 @@ def _signature(fn) -> inspect.Signature:
 
 def _arguments(fn, skip=()) -> dict:
     """name -> Parameter of the keyword-passable arguments of fn (without ``skip``)."""
-    return {k: p for k, p in _signature(fn).parameters.items()
-            if k not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return {
+        k: p
+        for k, p in _signature(fn).parameters.items()
+        if k not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
 
 
 def _defaults(params: dict, given: dict) -> dict:
     """Plain default values of the parameters not in ``given``."""
-    return {k: _plain(p.default) for k, p in params.items()
-            if k not in given and p.default is not p.empty and _is_plain(p.default)}
+    return {
+        k: _plain(p.default)
+        for k, p in params.items()
+        if k not in given and p.default is not p.empty and _is_plain(p.default)
+    }
 
 
 def _as_table(value, where: str) -> dict:
@@ -212,19 +234,26 @@ def _as_table(value, where: str) -> dict:
         return {"name": value}
     if isinstance(value, dict):
         if "name" not in value:
-            raise ValueError(f"config key {where!r} needs a 'name', e.g. {{name = \"...\", ...}}; "
-                             f"got keys {sorted(value)}.")
+            raise ValueError(
+                f"config key {where!r} needs a 'name', e.g. {{name = \"...\", ...}}; "
+                f"got keys {sorted(value)}."
+            )
         return dict(value)
-    raise ValueError(f"config key {where!r} must be a name or a table with a 'name'; got "
-                     f"{type(value).__name__} {value!r}.")
+    raise ValueError(
+        f"config key {where!r} must be a name or a table with a 'name'; got "
+        f"{type(value).__name__} {value!r}."
+    )
 
 
 def _parse_call(text: str, where: str) -> dict:
-    """``"top_k(0.01)"`` / ``"qsgd(levels=4)"`` / ``"sign"`` -> ``{"name": ..., "__args": [...], ...}``."""
+    """``"top_k(0.01)"`` / ``"qsgd(levels=4)"`` / ``"sign"`` ->
+    ``{"name": ..., "__args": [...], ...}``."""
     m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*", text)
     if not m:
-        raise ValueError(f"config key {where!r}: cannot read {text!r}; write name(arg, ...) such as "
-                         "'top_k(0.01)' or a table {name = \"top_k\", fraction = 0.01}.")
+        raise ValueError(
+            f"config key {where!r}: cannot read {text!r}; write name(arg, ...) such as "
+            "'top_k(0.01)' or a table {name = \"top_k\", fraction = 0.01}."
+        )
     name, inner = m.group(1), m.group(2)
     out: dict = {"name": name}
     if inner and inner.strip():
@@ -233,8 +262,10 @@ def _parse_call(text: str, where: str) -> dict:
             out["__args"] = [ast.literal_eval(a) for a in call.args]
             out.update({kw.arg: ast.literal_eval(kw.value) for kw in call.keywords})
         except (SyntaxError, ValueError):
-            raise ValueError(f"config key {where!r}: cannot read the arguments of {text!r}; use "
-                             "literal numbers, strings or booleans.") from None
+            raise ValueError(
+                f"config key {where!r}: cannot read the arguments of {text!r}; use "
+                "literal numbers, strings or booleans."
+            ) from None
     return out
 
 
@@ -244,10 +275,14 @@ def _canonical_call(table: dict, fn, owner: str, where: str, skip=(), fill_defau
     params = _arguments(fn, skip)
     positional = table.get("__args", [])
     if positional:
-        names = [k for k, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        names = [
+            k for k, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
         if len(positional) > len(names):
-            raise ValueError(f"config key {where!r}: {owner} takes at most {len(names)} positional "
-                             f"argument(s) ({', '.join(names)}); got {len(positional)}.")
+            raise ValueError(
+                f"config key {where!r}: {owner} takes at most {len(names)} positional "
+                f"argument(s) ({', '.join(names)}); got {len(positional)}."
+            )
         for k, v in zip(names, positional):
             if k in args:
                 raise ValueError(f"config key {where!r}: {owner} got {k!r} twice.")
@@ -257,8 +292,10 @@ def _canonical_call(table: dict, fn, owner: str, where: str, skip=(), fill_defau
         raise _bad_args(where, owner, unknown, params)
     missing = [k for k, p in params.items() if p.default is p.empty and k not in args]
     if missing:
-        raise ValueError(f"config key {where!r}: {owner} needs {', '.join(missing)} (e.g. "
-                         f"{missing[0]} = ...); it takes {', '.join(params)}.")
+        raise ValueError(
+            f"config key {where!r}: {owner} needs {', '.join(missing)} (e.g. "
+            f"{missing[0]} = ...); it takes {', '.join(params)}."
+        )
     defaults = _defaults(params, args) if fill_defaults else {}
     out = {"name": table["name"]}
     for k in params:  # signature order, so canonical forms read like the call
@@ -276,19 +313,25 @@ def _canonical_value(value, where: str, arg: str):
     if arg == "compressor" and isinstance(value, str):
         value = _parse_call(value, where)
     if isinstance(value, dict):
-        if arg == "compressor" or ("name" in value and "optax" not in value and "schedule" not in value):
+        if arg == "compressor" or (
+            "name" in value and "optax" not in value and "schedule" not in value
+        ):
             registry = compressors()
             table = _as_table(value, where)
             if table["name"] not in registry:
                 raise _unknown(where, "compressor", table["name"], registry)
-            return _canonical_call(table, registry[table["name"]], f"compressor {table['name']}", where)
+            return _canonical_call(
+                table, registry[table["name"]], f"compressor {table['name']}", where
+            )
         if "schedule" in value:
             registry = schedules()
             name = value["schedule"]
             if name not in registry:
                 raise _unknown(where, "schedule", name, registry)
             body = {"name": name, **{k: v for k, v in value.items() if k != "schedule"}}
-            out = _canonical_call(body, registry[name], f"schedule {name}", where, fill_defaults=False)
+            out = _canonical_call(
+                body, registry[name], f"schedule {name}", where, fill_defaults=False
+            )
             return {"schedule": out.pop("name"), **out}
         if "optax" in value:
             import optax
@@ -296,19 +339,25 @@ def _canonical_value(value, where: str, arg: str):
             name = value["optax"]
             fn = getattr(optax, str(name), None)
             if not callable(fn) or str(name).startswith("_"):
-                valid = [n for n in dir(optax) if not n.startswith("_") and callable(getattr(optax, n))]
+                valid = [
+                    n for n in dir(optax) if not n.startswith("_") and callable(getattr(optax, n))
+                ]
                 raise _unknown(where, "optax function", name, valid)
             body = {"name": name, **{k: v for k, v in value.items() if k != "optax"}}
             out = _canonical_call(body, fn, f"optax.{name}", where, fill_defaults=False)
             return {"optax": out.pop("name"), **out}
-        raise ValueError(f"config key {where!r}: a table value needs a 'schedule' (step size "
-                         "schedule), an 'optax' (optax function) or, for a compressor, a 'name' key; "
-                         f"got keys {sorted(value)}.")
+        raise ValueError(
+            f"config key {where!r}: a table value needs a 'schedule' (step size "
+            "schedule), an 'optax' (optax function) or, for a compressor, a 'name' key; "
+            f"got keys {sorted(value)}."
+        )
     if isinstance(value, list):
         return [_canonical_value(v, f"{where}[{i}]", arg) for i, v in enumerate(value)]
     if not _is_plain(value):
-        raise ValueError(f"config key {where!r}: {type(value).__name__} {value!r} is not a config "
-                         "value; use numbers, strings, booleans, arrays or tables.")
+        raise ValueError(
+            f"config key {where!r}: {type(value).__name__} {value!r} is not a config "
+            "value; use numbers, strings, booleans, arrays or tables."
+        )
     return value
 
 
@@ -316,8 +365,9 @@ def _check_int(where: str, value, minimum: int):
     try:
         return checks.integer(f"config key {where!r}", value, min=minimum)
     except ValueError:
-        raise ValueError(f"config key {where!r} must be an integer >= {minimum}; got "
-                         f"{value!r}.") from None
+        raise ValueError(
+            f"config key {where!r} must be an integer >= {minimum}; got {value!r}."
+        ) from None
 
 
 def canonical(cfg: dict) -> dict:
@@ -332,12 +382,16 @@ def canonical(cfg: dict) -> dict:
     unknown = set(cfg) - set(TOP_LEVEL)
     if unknown:
         name = sorted(unknown)[0]
-        raise ValueError(f"unknown config key {name!r}; valid keys: {', '.join(TOP_LEVEL)}."
-                         f"{checks.closest(name, TOP_LEVEL)}")
+        raise ValueError(
+            f"unknown config key {name!r}; valid keys: {', '.join(TOP_LEVEL)}."
+            f"{checks.closest(name, TOP_LEVEL)}"
+        )
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
-        raise ValueError(f"the run config lacks {', '.join(repr(k) for k in missing)}; a run needs "
-                         f"{', '.join(_REQUIRED)} (and optionally eval_every, seed or seeds).")
+        raise ValueError(
+            f"the run config lacks {', '.join(repr(k) for k in missing)}; a run needs "
+            f"{', '.join(_REQUIRED)} (and optionally eval_every, seed or seeds)."
+        )
     n = _check_int("n_workers", cfg["n_workers"], 1)
     steps = _check_int("steps", cfg["steps"], 0)
     eval_every = cfg.get("eval_every")
@@ -345,9 +399,11 @@ def canonical(cfg: dict) -> dict:
         eval_every = _check_int("eval_every", eval_every, 1)
         if steps % eval_every:
             lo = steps // eval_every * eval_every
-            raise ValueError(f"config: steps={steps} is not a multiple of eval_every={eval_every}; use "
-                             f"steps={lo if lo else eval_every} or {lo + eval_every}, or an eval_every "
-                             f"that divides {steps}.")
+            raise ValueError(
+                f"config: steps={steps} is not a multiple of eval_every={eval_every}; use "
+                f"steps={lo if lo else eval_every} or {lo + eval_every}, or an eval_every "
+                f"that divides {steps}."
+            )
     out: dict = {}
 
     # algorithm
@@ -367,48 +423,67 @@ def canonical(cfg: dict) -> dict:
     if table["name"] not in registry:
         raise _unknown("problem", "problem", table["name"], registry)
     if "n_workers" in table:
-        raise ValueError("config key 'problem': give n_workers at the top level of the config "
-                         "(it sizes both the problem and the topology), not in the problem table.")
-    out["problem"] = _canonical_call(table, registry[table["name"]], f"problem {table['name']}",
-                                     "problem", skip=("n_workers",))
+        raise ValueError(
+            "config key 'problem': give n_workers at the top level of the config "
+            "(it sizes both the problem and the topology), not in the problem table."
+        )
+    out["problem"] = _canonical_call(
+        table, registry[table["name"]], f"problem {table['name']}", "problem", skip=("n_workers",)
+    )
     # topology
     table = _as_table(cfg["topology"], "topology")
     registry = topologies()
     if table["name"] not in registry:
         raise _unknown("topology", "topology", table["name"], registry)
     if "n" in table:
-        raise ValueError("config key 'topology': give n_workers at the top level of the config, "
-                         "not n in the topology table.")
+        raise ValueError(
+            "config key 'topology': give n_workers at the top level of the config, "
+            "not n in the topology table."
+        )
     gen = registry[table["name"]]
     params = _arguments(gen)
     modifiers = topology_modifiers()
     sized = {k: table[k] for k in ("rows", "cols") if k in table}
     if sized and set(sized) != {"rows", "cols"} & set(params):
-        raise ValueError(f"config key 'topology': give both rows and cols (rows * cols = n_workers) or "
-                         f"neither; got {sorted(sized)}.")
+        raise ValueError(
+            f"config key 'topology': give both rows and cols (rows * cols = n_workers) or "
+            f"neither; got {sorted(sized)}."
+        )
     rest = {k: v for k, v in table.items() if k not in ("rows", "cols") and k not in modifiers}
     try:
         topo = _canonical_call(rest, gen, f"topology {table['name']}", "topology", skip=_SIZE_ARGS)
     except ValueError as err:
         if modifiers and "unknown argument" in str(err):
-            raise ValueError(f"{err} (a topology table also takes {', '.join(sorted(modifiers))} = "
-                             "{...}).") from None
+            raise ValueError(
+                f"{err} (a topology table also takes {', '.join(sorted(modifiers))} = {{...}})."
+            ) from None
         raise
     if sized:
-        topo.update(rows=_check_int("topology.rows", sized["rows"], 1),
-                    cols=_check_int("topology.cols", sized["cols"], 1))
+        topo.update(
+            rows=_check_int("topology.rows", sized["rows"], 1),
+            cols=_check_int("topology.cols", sized["cols"], 1),
+        )
         if topo["rows"] * topo["cols"] != n:
-            raise ValueError(f"config key 'topology': rows * cols = {topo['rows'] * topo['cols']} but "
-                             f"n_workers = {n}; make them agree.")
+            raise ValueError(
+                f"config key 'topology': rows * cols = {topo['rows'] * topo['cols']} but "
+                f"n_workers = {n}; make them agree."
+            )
     for key in sorted(set(table) & set(modifiers)):
         if not isinstance(table[key], dict):
-            raise ValueError(f"config key 'topology.{key}' must be a table of the arguments of "
-                             f"topology.{modifiers[key]}; got {table[key]!r}.")
+            raise ValueError(
+                f"config key 'topology.{key}' must be a table of the arguments of "
+                f"topology.{modifiers[key]}; got {table[key]!r}."
+            )
         from . import topology as T
 
         wrapper = getattr(T, modifiers[key])
-        body = _canonical_call({"name": key, **table[key]}, wrapper, f"topology.{modifiers[key]}",
-                               f"topology.{key}", skip=("topology",))
+        body = _canonical_call(
+            {"name": key, **table[key]},
+            wrapper,
+            f"topology.{modifiers[key]}",
+            f"topology.{key}",
+            skip=("topology",),
+        )
         body.pop("name")
         topo[key] = body
     out["topology"] = topo
@@ -417,12 +492,15 @@ def canonical(cfg: dict) -> dict:
     out["steps"] = steps
     out["eval_every"] = eval_every
     if "seed" in cfg and "seeds" in cfg:
-        raise ValueError("config: give either seed (one run) or seeds (several, one vmapped program), "
-                         "not both.")
+        raise ValueError(
+            "config: give either seed (one run) or seeds (several, one vmapped program), not both."
+        )
     if "seeds" in cfg:
         seeds = cfg["seeds"]
         if not isinstance(seeds, (list, tuple)) or not seeds:
-            raise ValueError(f"config key 'seeds' must be a nonempty list of integers; got {seeds!r}.")
+            raise ValueError(
+                f"config key 'seeds' must be a nonempty list of integers; got {seeds!r}."
+            )
         out["seeds"] = [_check_int("seeds", s, 0) for s in seeds]
     else:
         out["seed"] = _check_int("seed", cfg.get("seed", 0), 0)
@@ -513,7 +591,11 @@ def build_topology(cfg: dict):
     params = _arguments(gen)
     n = c["n_workers"]
     modifiers = topology_modifiers()
-    kwargs = {k: _build_value(v) for k, v in table.items() if k not in ("rows", "cols") and k not in modifiers}
+    kwargs = {
+        k: _build_value(v)
+        for k, v in table.items()
+        if k not in ("rows", "cols") and k not in modifiers
+    }
     if "n" in params:
         topo = gen(n, **kwargs)
     elif "rows" in params:
@@ -522,10 +604,14 @@ def build_topology(cfg: dict):
     else:
         topo = gen(**kwargs)
     for key in sorted(set(table) & set(modifiers)):
-        topo = getattr(T, modifiers[key])(topo, **{k: _build_value(v) for k, v in table[key].items()})
+        topo = getattr(T, modifiers[key])(
+            topo, **{k: _build_value(v) for k, v in table[key].items()}
+        )
     if topo.n != n:
-        raise ValueError(f"config key 'topology': {topo.name} has {topo.n} workers but n_workers = {n}; "
-                         f"set n_workers = {topo.n}.")
+        raise ValueError(
+            f"config key 'topology': {topo.name} has {topo.n} workers but n_workers = {n}; "
+            f"set n_workers = {topo.n}."
+        )
     return topo
 
 
@@ -544,20 +630,34 @@ class Built(NamedTuple):
     problem: Any
     topology: Any
     steps: int
-    eval_every: Optional[int]
-    seed: Optional[int]
-    seeds: Optional[list]
+    eval_every: int | None
+    seed: int | None
+    seeds: list | None
     config: dict
 
-    def run(self, *, progress: Optional[bool] = None):
+    def run(self, *, progress: bool | None = None):
         """``decsim.run`` on these objects; returns the History."""
         from .runner import run
 
         if self.seeds is not None:
-            return run(self.algorithm, self.problem, self.topology, self.steps,
-                       eval_every=self.eval_every, seeds=self.seeds, progress=progress)
-        return run(self.algorithm, self.problem, self.topology, self.steps, eval_every=self.eval_every,
-                   seed=self.seed, progress=progress)
+            return run(
+                self.algorithm,
+                self.problem,
+                self.topology,
+                self.steps,
+                eval_every=self.eval_every,
+                seeds=self.seeds,
+                progress=progress,
+            )
+        return run(
+            self.algorithm,
+            self.problem,
+            self.topology,
+            self.steps,
+            eval_every=self.eval_every,
+            seed=self.seed,
+            progress=progress,
+        )
 
 
 def build(cfg: dict) -> Built:
@@ -579,8 +679,16 @@ def build(cfg: dict) -> Built:
     validate = getattr(algorithm, "validate", None)
     if validate is not None:
         validate(topology)
-    return Built(algorithm=algorithm, problem=problem, topology=topology, steps=c["steps"],
-                 eval_every=c["eval_every"], seed=c.get("seed"), seeds=c.get("seeds"), config=c)
+    return Built(
+        algorithm=algorithm,
+        problem=problem,
+        topology=topology,
+        steps=c["steps"],
+        eval_every=c["eval_every"],
+        seed=c.get("seed"),
+        seeds=c.get("seeds"),
+        config=c,
+    )
 
 
 def load(path) -> dict:
@@ -603,17 +711,34 @@ def set_path(cfg: dict, path: str, value) -> dict:
     keys = path.split(".")
     node = out
     for i, k in enumerate(keys[:-1]):
-        where = ".".join(keys[:i + 1])
+        where = ".".join(keys[: i + 1])
         if isinstance(node.get(k), str):
             node[k] = {"name": node[k]}
         node = node.setdefault(k, {})
         if not isinstance(node, dict):
-            raise ValueError(f"config key {where!r} is a {type(node).__name__}, not a table, so "
-                             f"{path!r} cannot be set.")
+            raise ValueError(
+                f"config key {where!r} is a {type(node).__name__}, not a table, so "
+                f"{path!r} cannot be set."
+            )
     node[keys[-1]] = copy.deepcopy(value)
     return out
 
 
-__all__ = ["Built", "build", "build_algorithm", "build_problem", "build_topology", "canonical",
-           "config_hash", "load", "set_path", "inverse_time", "algorithms",
-           "compressors", "topologies", "problems", "schedules", "TOP_LEVEL"]
+__all__ = [
+    "Built",
+    "build",
+    "build_algorithm",
+    "build_problem",
+    "build_topology",
+    "canonical",
+    "config_hash",
+    "load",
+    "set_path",
+    "inverse_time",
+    "algorithms",
+    "compressors",
+    "topologies",
+    "problems",
+    "schedules",
+    "TOP_LEVEL",
+]

@@ -88,7 +88,9 @@ def partition(labels, n_workers: int, scheme: str = "iid", *, alpha: float = 0.5
         return [np.sort(np.concatenate([shards[s] for s in row])) for row in deal]
     # dirichlet
     if not float(alpha) > 0.0:
-        raise ValueError(f"alpha must be positive for the dirichlet partition; got alpha={alpha!r}.")
+        raise ValueError(
+            f"alpha must be positive for the dirichlet partition; got alpha={alpha!r}."
+        )
     parts = [[] for _ in range(n_workers)]
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
@@ -102,7 +104,7 @@ def partition(labels, n_workers: int, scheme: str = "iid", *, alpha: float = 0.5
         if parts[w].size == 0:
             big = int(np.argmax([p.size for p in parts]))
             take = rng.integers(parts[big].size)
-            parts[w] = parts[big][take:take + 1]
+            parts[w] = parts[big][take : take + 1]
             parts[big] = np.delete(parts[big], take)
     return parts
 
@@ -121,8 +123,8 @@ def stack(arrays: list, parts: list):
         a = np.asarray(a)
         padded = np.empty((len(parts), m_max) + a.shape[1:], dtype=a.dtype)
         for w, p in enumerate(parts):
-            padded[w, :len(p)] = a[p]
-            padded[w, len(p):] = a[p[0]]
+            padded[w, : len(p)] = a[p]
+            padded[w, len(p) :] = a[p[0]]
         out.append(padded)
     return out, counts
 
@@ -138,8 +140,9 @@ def zipf_weights(size: int, exponent: float) -> np.ndarray:
     return p / p.sum()
 
 
-def category_popularity(n_groups: int, vocab_sizes, *, exponent: float = 1.1, skew: float = 0.0,
-                        seed: int = 0) -> list:
+def category_popularity(
+    n_groups: int, vocab_sizes, *, exponent: float = 1.1, skew: float = 0.0, seed: int = 0
+) -> list:
     """Per-group category distributions of every field.
 
     Every field has a population-wide popularity ranking (a random permutation of its
@@ -152,8 +155,10 @@ def category_popularity(n_groups: int, vocab_sizes, *, exponent: float = 1.1, sk
     sum to 1.
     """
     if not 0.0 <= float(skew) <= 1.0:
-        raise ValueError(f"skew must be in [0, 1] (0: identical workers, 1: each worker its own "
-                         f"popular categories); got skew={skew!r}.")
+        raise ValueError(
+            f"skew must be in [0, 1] (0: identical workers, 1: each worker its own "
+            f"popular categories); got skew={skew!r}."
+        )
     if not float(exponent) > 0.0:
         raise ValueError(f"exponent must be positive (Zipf exponent, e.g. 1.1); got {exponent!r}.")
     rng = np.random.default_rng(seed)
@@ -190,9 +195,18 @@ def fm_scores(idx, bias, linear, embed) -> np.ndarray:
     return float(bias) + np.sum(np.asarray(linear, np.float64)[idx], axis=1) + inter
 
 
-def synthetic_ctr(n_samples: int, vocab_sizes, *, embed_dim: int = 4, n_groups: int = 1,
-                  skew: float = 0.0, exponent: float = 1.1, signal: float = 2.0,
-                  base_logit: float = -1.0, seed: int = 0) -> dict:
+def synthetic_ctr(
+    n_samples: int,
+    vocab_sizes,
+    *,
+    embed_dim: int = 4,
+    n_groups: int = 1,
+    skew: float = 0.0,
+    exponent: float = 1.1,
+    signal: float = 2.0,
+    base_logit: float = -1.0,
+    seed: int = 0,
+) -> dict:
     """CTR-style binary data from a hidden ground-truth factorization machine.
 
     Samples are spread evenly over ``n_groups`` groups (workers), each drawing its categorical
@@ -212,15 +226,19 @@ def synthetic_ctr(n_samples: int, vocab_sizes, *, embed_dim: int = 4, n_groups: 
     """
     vocab_sizes = [int(v) for v in vocab_sizes]
     if not vocab_sizes or min(vocab_sizes) < 2:
-        raise ValueError(f"vocab_sizes must be a non-empty list of integers >= 2; got {vocab_sizes!r}.")
+        raise ValueError(
+            f"vocab_sizes must be a non-empty list of integers >= 2; got {vocab_sizes!r}."
+        )
     n_groups = checks.integer("n_groups", n_groups)
-    n_samples = checks.integer("n_samples", n_samples, min=2 * n_groups,
-                               hint="At least two samples per group.")
+    n_samples = checks.integer(
+        "n_samples", n_samples, min=2 * n_groups, hint="At least two samples per group."
+    )
     if not float(signal) > 0.0:
         raise ValueError(f"signal must be positive (std of the true logit); got signal={signal!r}.")
     rng = np.random.default_rng(seed)
-    tables = category_popularity(n_groups, vocab_sizes, exponent=exponent, skew=skew,
-                                 seed=int(rng.integers(2**31)))
+    tables = category_popularity(
+        n_groups, vocab_sizes, exponent=exponent, skew=skew, seed=int(rng.integers(2**31))
+    )
     owner = rng.permutation(np.arange(n_samples) % n_groups).astype(np.int32)
     local = sample_categories(tables, owner, seed=int(rng.integers(2**31)))
     offsets = np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]]).astype(np.int64)
@@ -238,5 +256,12 @@ def synthetic_ctr(n_samples: int, vocab_sizes, *, embed_dim: int = 4, n_groups: 
     bias = base_logit - a * lin_part.mean() - b * int_part.mean()
     score = fm_scores(idx, bias, linear, embed)
     y = (rng.random(n_samples) < 1.0 / (1.0 + np.exp(-score))).astype(np.float32)
-    return dict(idx=idx, y=y, owner=owner, score=score, offsets=offsets,
-                truth=dict(bias=float(bias), linear=linear, embed=embed), tables=tables)
+    return dict(
+        idx=idx,
+        y=y,
+        owner=owner,
+        score=score,
+        offsets=offsets,
+        truth=dict(bias=float(bias), linear=linear, embed=embed),
+        tables=tables,
+    )

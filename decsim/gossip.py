@@ -24,7 +24,8 @@ The host-side facts about W that the paths need (neighbour lists, circulant stru
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -171,7 +172,7 @@ class Mixer(NamedTuple):
     path: str = "dense"
     ops: Any = None
     static: tuple = ()
-    build: Optional[Callable] = None
+    build: Callable | None = None
     args: Any = None
     tau: Any = None
 
@@ -197,7 +198,7 @@ class Mixer(NamedTuple):
             return self.W
         return self(jnp.eye(self.n, dtype=jnp.result_type(float)))
 
-    def round(self, r, rounds: int) -> "Mixer":
+    def round(self, r, rounds: int) -> Mixer:
         """The mixer of sub-round ``r`` (0 <= r < rounds) of this step."""
         if self.build is None or getattr(self.build, "static", False):
             return self

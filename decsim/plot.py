@@ -16,7 +16,7 @@ imports the runner: the figures read results.
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -35,8 +35,8 @@ def _label(hist) -> str:
 
 
 def convergence(histories, *, x: str = "steps", y: str = "loss", labels=None,
-                logx: bool = False, logy: bool = True, subtract: Optional[float] = None, ax=None,
-                title: Optional[str] = None, by: Optional[Sequence[str]] = None):
+                logx: bool = False, logy: bool = True, subtract: float | None = None, ax=None,
+                title: str | None = None, by: Sequence[str] | None = None):
     """Curves of metric ``y`` against ``x`` (``"steps"``, ``"grad_evals"``, ``"comm_rounds"``,
     ``"bits"``), the mean over seeds with a band from the minimum to the maximum.
 
@@ -58,7 +58,9 @@ def convergence(histories, *, x: str = "steps", y: str = "loss", labels=None,
         labels = labels or [_label(h) for h in histories]
         curves = []
         for hist, label in zip(histories, labels):
-            xs = np.asarray(hist.steps if x in ("steps", "step") else hist.metrics[x], dtype=np.float64)
+            xs = np.asarray(
+                hist.steps if x in ("steps", "step") else hist.metrics[x], dtype=np.float64
+            )
             ys = np.atleast_2d(np.asarray(hist.metrics[y], dtype=np.float64))
             curves.append((label, np.atleast_2d(xs)[0], ys))
     for label, xs, ys in curves:
@@ -67,8 +69,14 @@ def convergence(histories, *, x: str = "steps", y: str = "loss", labels=None,
         mean = np.nanmean(ys, axis=0)
         (line,) = ax.plot(xs, mean, label=label)
         if ys.shape[0] > 1:
-            ax.fill_between(xs, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=line.get_color(),
-                            alpha=0.2, linewidth=0)
+            ax.fill_between(
+                xs,
+                np.nanmin(ys, axis=0),
+                np.nanmax(ys, axis=0),
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " ") + (" − ref" if subtract is not None else ""))
     if logy:
@@ -96,7 +104,9 @@ def varying_columns(frame) -> list:
     and per-evaluation columns excluded)."""
     from pandas.api.types import is_numeric_dtype
 
-    config_cols = [c for c in frame.columns if "." in c or c in ("n_workers", "steps", "eval_every")]
+    config_cols = [
+        c for c in frame.columns if "." in c or c in ("n_workers", "steps", "eval_every")
+    ]
     out = []
     for c in config_cols:
         values = frame[c] if is_numeric_dtype(frame[c]) else frame[c].map(repr)  # tuples, None
@@ -106,7 +116,9 @@ def varying_columns(frame) -> list:
 
 
 def _short(column: str) -> str:
-    return column.split(".")[-1] if column.count(".") == 1 and not column.endswith(".name") else column
+    return (
+        column.split(".")[-1] if column.count(".") == 1 and not column.endswith(".name") else column
+    )
 
 
 def _frame_curves(frame, x: str, y: str, by=None) -> list:
@@ -116,7 +128,11 @@ def _frame_curves(frame, x: str, y: str, by=None) -> list:
     out = []
     for key, part in frame.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{_short(c)}={v}" for c, v in zip(by, key)) if by != ["group"] else str(key[0])
+        label = (
+            ", ".join(f"{_short(c)}={v}" for c, v in zip(by, key))
+            if by != ["group"]
+            else str(key[0])
+        )
         runs = [r for _, r in part.groupby("run", sort=False)]
         steps = runs[0]["step"].to_numpy()
         runs = [r for r in runs if len(r) == len(steps)]
@@ -126,7 +142,7 @@ def _frame_curves(frame, x: str, y: str, by=None) -> list:
     return out
 
 
-def speedup(table, *, ax=None, title: Optional[str] = None):
+def speedup(table, *, ax=None, title: str | None = None):
     """Measured speedup against n, one line per topology (and per algorithm when the table has
     several), with the ideal (linear) line.
 
@@ -158,8 +174,16 @@ def speedup(table, *, ax=None, title: Optional[str] = None):
     return fig
 
 
-def error_vs_nt(data, *, reference_exponent: float = -0.5, tail: float = 0.5, ax=None,
-                title: Optional[str] = None, ylabel: str = "error", confidence: float = 0.95):
+def error_vs_nt(
+    data,
+    *,
+    reference_exponent: float = -0.5,
+    tail: float = 0.5,
+    ax=None,
+    title: str | None = None,
+    ylabel: str = "error",
+    confidence: float = 0.95,
+):
     """Error against ``n·T`` on log-log axes with the ``(nT)^reference_exponent`` reference
     (O(1/sqrt(nT)) by default) and fitted exponents.
 
@@ -189,11 +213,18 @@ def error_vs_nt(data, *, reference_exponent: float = -0.5, tail: float = 0.5, ax
         errs = table.to_numpy(dtype=np.float64)
         groups = frame.groupby("n") if "n" in frame.columns else [(None, frame)]
         for n, part in groups:
-            ax.plot(part["nT"], part["error"], "o", alpha=0.6, label=f"n={n}" if n is not None else None)
+            ax.plot(
+                part["nT"], part["error"], "o", alpha=0.6, label=f"n={n}" if n is not None else None
+            )
         fit = theory.fit_rate(nT, errs, tail=1.0, confidence=confidence)
         line = np.exp(fit.a) * nT**fit.b
-        ax.plot(nT, line, "C3-", lw=1.5,
-                label=f"fit: b = {fit.b:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]")
+        ax.plot(
+            nT,
+            line,
+            "C3-",
+            lw=1.5,
+            label=f"fit: b = {fit.b:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]",
+        )
         all_x, all_y = list(nT), list(np.nanmean(errs, axis=0))
     else:
         for n in sorted(data):
@@ -205,8 +236,14 @@ def error_vs_nt(data, *, reference_exponent: float = -0.5, tail: float = 0.5, ax
             fit = theory.fit_rate(xs, e, tail=tail, confidence=confidence)
             (ln,) = ax.plot(xs[keep], mean[keep], label=f"n={n} (b = {fit.b:.2f})")
             if e.shape[0] > 1:
-                ax.fill_between(xs[keep], np.nanmin(e, axis=0)[keep], np.nanmax(e, axis=0)[keep],
-                                color=ln.get_color(), alpha=0.15, linewidth=0)
+                ax.fill_between(
+                    xs[keep],
+                    np.nanmin(e, axis=0)[keep],
+                    np.nanmax(e, axis=0)[keep],
+                    color=ln.get_color(),
+                    alpha=0.15,
+                    linewidth=0,
+                )
             start = int(np.floor((1.0 - tail) * xs.size))
             all_x += list(xs[start:])
             all_y += list(mean[start:])
@@ -217,8 +254,13 @@ def error_vs_nt(data, *, reference_exponent: float = -0.5, tail: float = 0.5, ax
         ax_y = np.exp(np.mean(np.log(y[ok])))
         grid = np.geomspace(x[ok].min(), x[ok].max(), 50)
         name = "1/sqrt(nT)" if reference_exponent == -0.5 else f"(nT)^{reference_exponent:g}"
-        ax.plot(grid, theory.reference_curve(grid, ax_x, ax_y, reference_exponent), "k--", lw=1,
-                label=f"O({name}) reference")
+        ax.plot(
+            grid,
+            theory.reference_curve(grid, ax_x, ax_y, reference_exponent),
+            "k--",
+            lw=1,
+            label=f"O({name}) reference",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("n · T  (workers × steps)")
@@ -239,14 +281,18 @@ def _layout(topo):
     if m:
         cols = int(m.group(3))
         return {u: (u % cols, -(u // cols)) for u in G.nodes}
-    if re.match(r"(ring|complete|exponential|hypercube|one_peer_exponential|random_matching)\(", topo.name):
+    if re.match(
+        r"(ring|complete|exponential|hypercube|one_peer_exponential|random_matching)\(", topo.name
+    ):
         return nx.circular_layout(G)
     if topo.name.startswith("star("):
-        return nx.shell_layout(G, [[0], [u for u in G.nodes if u != 0]]) if topo.n > 1 else {0: (0, 0)}
+        return (
+            nx.shell_layout(G, [[0], [u for u in G.nodes if u != 0]]) if topo.n > 1 else {0: (0, 0)}
+        )
     return nx.spring_layout(G, seed=0)
 
 
-def topology(topo, *, ax=None, layout=None, title: Optional[str] = None):
+def topology(topo, *, ax=None, layout=None, title: str | None = None):
     """A drawing of ``topo``'s graph (edge width ∝ mixing weight) titled with its spectral gap.
 
     Args:
@@ -267,20 +313,24 @@ def topology(topo, *, ax=None, layout=None, title: Optional[str] = None):
     widths = [0.5 + 2.5 * W[u, v] / wmax for u, v in edges]
     # torus wrap-around edges would cross the whole drawing: draw them as arcs
     curved = topo.name.startswith("torus")
-    extra = {"connectionstyle": "arc3,rad=0.15", "arrows": True, "arrowstyle": "-"} if curved else {}
+    extra = (
+        {"connectionstyle": "arc3,rad=0.15", "arrows": True, "arrowstyle": "-"} if curved else {}
+    )
     nx.draw_networkx_edges(G, pos, ax=ax, edgelist=edges, width=widths, edge_color="0.45", **extra)
     nx.draw_networkx_nodes(G, pos, ax=ax, node_size=max(30, 260 - 4 * topo.n), node_color="C0")
     if topo.n <= 32:
         nx.draw_networkx_labels(G, pos, ax=ax, font_size=6 if topo.n > 16 else 8, font_color="w")
-    ax.set_title(title or f"{topo.name}\nspectral gap {topo.spectral_gap:.4g}  (lam = {topo.lam:.4g})",
-                 fontsize="medium")
+    ax.set_title(
+        title or f"{topo.name}\nspectral gap {topo.spectral_gap:.4g}  (lam = {topo.lam:.4g})",
+        fontsize="medium",
+    )
     ax.set_axis_off()
     ax.set_aspect("equal")
     fig.tight_layout()
     return fig
 
 
-def sweep_figures(frame, *, x: str = "step", y: Optional[str] = None) -> dict:
+def sweep_figures(frame, *, x: str = "step", y: str | None = None) -> dict:
     """The figures of a sweep's results (a :func:`decsim.load_results` frame): ``{name: Figure}``.
 
     - ``convergence``: ``y`` (default ``suboptimality`` when known, else ``loss``) against ``x``,
@@ -295,14 +345,24 @@ def sweep_figures(frame, *, x: str = "step", y: Optional[str] = None) -> dict:
     if y is None:
         y = "suboptimality" if "suboptimality" in frame.columns else "loss"
     if y not in frame.columns:
-        raise ValueError(f"no metric {y!r} in the results; metrics: "
-                         f"{[c for c in frame.columns if '.' not in c and c not in _RUN_COLUMNS]}.")
+        raise ValueError(
+            f"no metric {y!r} in the results; metrics: "
+            f"{[c for c in frame.columns if '.' not in c and c not in _RUN_COLUMNS]}."
+        )
     figs = {}
     positive = bool((frame[y].dropna() > 0).all())
-    figs["convergence"] = convergence(frame, x=x, y=y, logy=positive, title=f"{y} (mean, min–max over seeds)")
+    figs["convergence"] = convergence(
+        frame, x=x, y=y, logy=positive, title=f"{y} (mean, min–max over seeds)"
+    )
     if "bits" in frame.columns and frame.groupby("group")["bits"].max().nunique() > 1:
-        figs["convergence_bits"] = convergence(frame, x="bits", y=y, logy=positive, logx=True,
-                                               title=f"{y} against bits sent per worker")
+        figs["convergence_bits"] = convergence(
+            frame,
+            x="bits",
+            y=y,
+            logy=positive,
+            logx=True,
+            title=f"{y} against bits sent per worker",
+        )
     varying = varying_columns(frame)
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
@@ -318,8 +378,14 @@ def sweep_figures(frame, *, x: str = "step", y: Optional[str] = None) -> dict:
             stats = part.groupby(col)[y].agg(["mean", "min", "max"]).sort_index()
             label = ", ".join(f"{_short(c)}={v}" for c, v in zip(others, key)) or None
             (ln,) = ax.plot(stats.index, stats["mean"], "o-", label=label)
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=ln.get_color(), alpha=0.2,
-                            linewidth=0)
+            ax.fill_between(
+                stats.index,
+                stats["min"],
+                stats["max"],
+                color=ln.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
         values = last[col].to_numpy(dtype=np.float64)
         if np.all(values > 0) and values.max() / values.min() >= 10:
             ax.set_xscale("log")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,12 +30,26 @@ import numpy as np
 
 from . import _checks as checks
 from . import tree
-from ._programs import (BATCHING, TRACE_COUNTS, as_float, clear_cache, compiled, device_data,
-                        enable_compilation_cache, float_dtype, make_mesh, mesh_key, place,
-                        trace_count, worker_constraint)
+from ._programs import (
+    BATCHING,
+    TRACE_COUNTS,
+    as_float,
+    clear_cache,
+    compiled,
+    device_data,
+    enable_compilation_cache,
+    float_dtype,
+    make_mesh,
+    mesh_key,
+    place,
+    trace_count,
+    worker_constraint,
+)
 from ._types import Algorithm, History, Problem
-from .gossip import GossipPlan, plan as gossip_plan
-from .problems.objective import is_uniform, objective, oracle as make_oracle
+from .gossip import GossipPlan
+from .gossip import plan as gossip_plan
+from .problems.objective import is_uniform, objective
+from .problems.objective import oracle as make_oracle
 from .topology import Topology
 
 __all__ = ["run", "trajectory", "TRACE_COUNTS", "trace_count", "clear_cache",
@@ -54,7 +69,8 @@ _INIT_STREAM = 2**31 - 1
 
 
 def _init_key(run_key):
-    """The key an algorithm's ``init`` receives (disjoint from every step key fold_in(run_key, t))."""
+    """The key an algorithm's ``init`` receives (disjoint from every step key
+    ``fold_in(run_key, t)``)."""
     return jax.random.fold_in(run_key, _INIT_STREAM)
 
 
@@ -86,8 +102,15 @@ def _make_init(algo, constrain):
     return init
 
 
-def _make_segment(algo, problem: Problem, gplan: GossipPlan, eval_every: int, chunks: int,
-                  constrain, constrain_stacked):
+def _make_segment(
+    algo,
+    problem: Problem,
+    gplan: GossipPlan,
+    eval_every: int,
+    chunks: int,
+    constrain,
+    constrain_stacked,
+):
     """``chunks`` chunks of ``eval_every`` steps. Returns the new state, the cost of each chunk and
     ``chunks + 1`` snapshots (:func:`_snapshot`, stacked): the incoming state's, then the state
     after each chunk. The metrics program evaluates them (all of them on a run's first call, the
@@ -118,8 +141,11 @@ def _problem_metrics(problem: Problem, X, margs):
     """The metrics of the stacked params ``X``: everything that depends on the problem alone."""
     xbar = tree.worker_mean(X)
     loss, grad = jax.value_and_grad(objective(problem))(xbar, margs["data"], margs["counts"])
-    out = {"loss": loss, "grad_norm_sq": tree.sq_norm(grad),
-           "consensus": tree.consensus_distance(X)}
+    out = {
+        "loss": loss,
+        "grad_norm_sq": tree.sq_norm(grad),
+        "consensus": tree.consensus_distance(X),
+    }
     if problem.test_metrics is not None and margs["test"] is not None:
         out.update(problem.test_metrics(xbar, margs["test"]))
     if problem.extra_metrics is not None:
@@ -159,9 +185,12 @@ def _problem_key(problem: Problem) -> tuple:
 
 def _metrics_key(problem: Problem) -> tuple:
     """What the metrics program depends on besides shapes (not the batch size, noise or graph)."""
-    return (problem.loss_fn, is_uniform(problem),
-            problem.test_metrics if problem.test_data is not None else None,
-            problem.extra_metrics)
+    return (
+        problem.loss_fn,
+        is_uniform(problem),
+        problem.test_metrics if problem.test_data is not None else None,
+        problem.extra_metrics,
+    )
 
 
 def _algo_key(algo) -> tuple:
@@ -181,33 +210,42 @@ def _check_algorithm(algorithm):
     missing = [f for f in ("init", "step", "params") if not callable(getattr(algorithm, f, None))]
     hp = getattr(algorithm, "hparams", None)
     if missing or not (hp is None or hasattr(hp, "items")):
-        raise ValueError(f"algorithm must be a decsim Algorithm (e.g. ds.algorithms.dsgd(0.1)) or "
-                         "a NamedTuple with init, step, params and an hparams dict; got "
-                         f"{type(algorithm).__name__}"
-                         + (f" without {', '.join(missing)}." if missing else "."))
+        raise ValueError(
+            f"algorithm must be a decsim Algorithm (e.g. ds.algorithms.dsgd(0.1)) or "
+            "a NamedTuple with init, step, params and an hparams dict; got "
+            f"{type(algorithm).__name__}" + (f" without {', '.join(missing)}." if missing else ".")
+        )
     return algorithm
 
 
 def _check_run_args(algorithm, problem, topology, steps, eval_every) -> int:
     _check_algorithm(algorithm)
     if not isinstance(problem, Problem):
-        raise ValueError(f"problem must be a decsim Problem (e.g. ds.problems.quadratic(8, 10)); "
-                         f"got {type(problem).__name__}.")
+        raise ValueError(
+            f"problem must be a decsim Problem (e.g. ds.problems.quadratic(8, 10)); "
+            f"got {type(problem).__name__}."
+        )
     if not isinstance(topology, Topology):
-        raise ValueError(f"topology must be a decsim Topology (e.g. ds.topology.ring(8)); got "
-                         f"{type(topology).__name__}.")
+        raise ValueError(
+            f"topology must be a decsim Topology (e.g. ds.topology.ring(8)); got "
+            f"{type(topology).__name__}."
+        )
     if topology.n != problem.n_workers:
-        raise ValueError(f"topology {topology.name} has n={topology.n} workers but the problem "
-                         f"has n_workers={problem.n_workers}; build both with the same n.")
+        raise ValueError(
+            f"topology {topology.name} has n={topology.n} workers but the problem "
+            f"has n_workers={problem.n_workers}; build both with the same n."
+        )
     steps = checks.integer("steps", steps, min=0)
     if eval_every is None:
         eval_every = _default_eval_every(steps)
     eval_every = checks.integer("eval_every", eval_every)
     if steps % eval_every:
         lo = steps // eval_every * eval_every
-        raise ValueError(f"steps={steps} is not a multiple of eval_every={eval_every}; use "
-                         f"steps={lo if lo else eval_every} or {lo + eval_every}, or an "
-                         f"eval_every that divides {steps}.")
+        raise ValueError(
+            f"steps={steps} is not a multiple of eval_every={eval_every}; use "
+            f"steps={lo if lo else eval_every} or {lo + eval_every}, or an "
+            f"eval_every that divides {steps}."
+        )
     validate = getattr(algorithm, "validate", None)
     if validate is not None:
         validate(topology)
@@ -218,15 +256,16 @@ def _check_seeds(seed, seeds) -> list:
     if seeds is None:
         return [checks.integer("seed", seed, min=0, max=2**32 - 1)]
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
-        raise ValueError(f"seeds must be a list of integers, e.g. seeds=[0, 1, 2]; got "
-                         f"seeds={seeds!r}.")
+        raise ValueError(
+            f"seeds must be a list of integers, e.g. seeds=[0, 1, 2]; got seeds={seeds!r}."
+        )
     out = [checks.integer("seeds[i]", s, min=0, max=2**32 - 1) for s in seeds]
     if not out:
         raise ValueError("seeds must hold at least one seed; got an empty list.")
     return out
 
 
-def _resolve_hparams(algorithm, hparams: Optional[dict], n_runs: Optional[int]) -> dict:
+def _resolve_hparams(algorithm, hparams: dict | None, n_runs: int | None) -> dict:
     """``algorithm.hparams`` updated by ``hparams``, each value a scalar or (batched) a
     ``[n_runs]`` array (in the run's float dtype); every run's value goes through the algorithm's
     own checks."""
@@ -235,20 +274,27 @@ def _resolve_hparams(algorithm, hparams: Optional[dict], n_runs: Optional[int]) 
     if hparams:
         unknown = set(hparams) - set(hp)
         if unknown:
-            raise ValueError(f"hparams {sorted(unknown)} are not numeric hyperparameters of "
-                             f"{name}; valid: {sorted(hp)}.")
+            raise ValueError(
+                f"hparams {sorted(unknown)} are not numeric hyperparameters of "
+                f"{name}; valid: {sorted(hp)}."
+            )
         hp.update(hparams)
     check = getattr(algorithm, "check_hparams", None)
     out = {}
     for k, v in hp.items():
         arr = np.asarray(v)
         numeric = np.issubdtype(arr.dtype, np.number) and not np.issubdtype(arr.dtype, np.bool_)
-        if not numeric or arr.ndim > 1 or (arr.ndim == 1 and (n_runs is None
-                                                              or arr.shape[0] != n_runs)):
-            per_run = (f"a number or a list of {n_runs} numbers, one per seed in seeds"
-                       if n_runs is not None else
-                       "a number (a list of values, one per run, needs seeds=[...] of the same "
-                       "length, e.g. seeds=[0] * len(values))")
+        if (
+            not numeric
+            or arr.ndim > 1
+            or (arr.ndim == 1 and (n_runs is None or arr.shape[0] != n_runs))
+        ):
+            per_run = (
+                f"a number or a list of {n_runs} numbers, one per seed in seeds"
+                if n_runs is not None
+                else "a number (a list of values, one per run, needs seeds=[...] of the same "
+                "length, e.g. seeds=[0] * len(values))"
+            )
             raise ValueError(f"hparams[{k!r}] must be {per_run}; got {v!r}.")
         for value in np.atleast_1d(arr).tolist():
             if check is not None:
@@ -300,16 +346,18 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
     args = dict(device_data(problem))
     args["topology"] = as_float(dict(gplan.args))
     args["lam"] = jnp.asarray(topology.lam, float_dtype())
-    keys = (jnp.stack([jax.random.PRNGKey(s) for s in seeds]) if batched
-            else jax.random.PRNGKey(seeds[0]))
+    keys = (
+        jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        if batched
+        else jax.random.PRNGKey(seeds[0])
+    )
     if mesh is not None:
         args, keys, hp = place(args, keys, hp, mesh)
     hp_axes = {k: 0 if jnp.ndim(v) else None for k, v in hp.items()}  # per-run values: vmapped
     n_evals = steps // eval_every
     params_size = sum(int(np.size(a)) for a in jax.tree.leaves(problem.params0))
     snapshot_bytes = float_dtype().itemsize * len(seeds) * max(1, params_size)
-    chunks = _chunks_per_call(n_evals, eval_every,
-                              max(1, _SNAPSHOT_BUDGET_BYTES // snapshot_bytes))
+    chunks = _chunks_per_call(n_evals, eval_every, max(1, _SNAPSHOT_BUDGET_BYTES // snapshot_bytes))
     return _Plan(gplan, mesh, args, keys, hp, hp_axes, chunks, n_evals)
 
 
@@ -323,15 +371,28 @@ def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batch
     n = problem.n_workers
     constrain = worker_constraint(p.mesh, n)
     constrain_stacked = worker_constraint(p.mesh, n, axis=1)
-    init_prog, secs_init = compiled("init", lambda: _make_init(algorithm, constrain), prog_key,
-                                    (p.keys, p.args), batched, (0, None), batching)
+    init_prog, secs_init = compiled(
+        "init",
+        lambda: _make_init(algorithm, constrain),
+        prog_key,
+        (p.keys, p.args),
+        batched,
+        (0, None),
+        batching,
+    )
     state = init_prog(p.keys, p.args)
     t0 = jnp.zeros((), jnp.int32)
     seg_prog, secs_seg = compiled(
-        "segment", lambda: _make_segment(algorithm, problem, p.gplan, eval_every, p.chunks,
-                                         constrain, constrain_stacked),
-        prog_key + (p.gplan.key, eval_every, p.chunks), (p.hp, state, t0, p.keys, p.args),
-        batched, (p.hp_axes, 0, None, 0, None), batching)
+        "segment",
+        lambda: _make_segment(
+            algorithm, problem, p.gplan, eval_every, p.chunks, constrain, constrain_stacked
+        ),
+        prog_key + (p.gplan.key, eval_every, p.chunks),
+        (p.hp, state, t0, p.keys, p.args),
+        batched,
+        (p.hp_axes, 0, None, 0, None),
+        batching,
+    )
     return state, seg_prog, secs_init + secs_seg
 
 
@@ -347,8 +408,20 @@ class _Driven(NamedTuple):
     run_seconds: float
 
 
-def _drive(algorithm, problem, topology, p: _Plan, state, seg_prog, steps, eval_every, batched,
-           n_runs, progress, batching) -> _Driven:
+def _drive(
+    algorithm,
+    problem,
+    topology,
+    p: _Plan,
+    state,
+    seg_prog,
+    steps,
+    eval_every,
+    batched,
+    n_runs,
+    progress,
+    batching,
+) -> _Driven:
     """Call the segment program until ``steps`` are done or every run diverged; evaluate the
     snapshots of each call with the metrics program (compiled on the first snapshots)."""
     start = time.perf_counter()
@@ -358,24 +431,35 @@ def _drive(algorithm, problem, topology, p: _Plan, state, seg_prog, steps, eval_
     records, cost_chunks, bar, done = [], [], None, 0
     diverged = np.zeros(n_runs, dtype=bool)
     while not records or (done < steps and not diverged.all()):
-        state, costs, (Xs, extras) = seg_prog(p.hp, state, jnp.asarray(done, jnp.int32), p.keys,
-                                              p.args)
+        state, costs, (Xs, extras) = seg_prog(
+            p.hp, state, jnp.asarray(done, jnp.int32), p.keys, p.args
+        )
         if metrics_prog is None:  # compiled on the first snapshots (shapes and sharding)
             tic = time.perf_counter()
             metrics_prog, compile_seconds = compiled(
-                "metrics", lambda: _make_metrics(problem),
-                _metrics_key(problem) + (mesh_key(p.mesh),), (Xs, t0, margs), batched,
-                (0, None, None), batching)
+                "metrics",
+                lambda: _make_metrics(problem),
+                _metrics_key(problem) + (mesh_key(p.mesh),),
+                (Xs, t0, margs),
+                batched,
+                (0, None, None),
+                batching,
+            )
             start += time.perf_counter() - tic  # run_seconds excludes it
         first = 0 if not records else 1  # the incoming state was the previous call's last snapshot
         metrics = {**metrics_prog(Xs, jnp.asarray(first, jnp.int32), margs), **extras}
-        records.append({k: np.asarray(v, np.float64).reshape(n_runs, -1)[:, first:]
-                        for k, v in metrics.items()})
+        records.append(
+            {
+                k: np.asarray(v, np.float64).reshape(n_runs, -1)[:, first:]
+                for k, v in metrics.items()
+            }
+        )
         cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, 3))
         done += p.chunks * eval_every
         diverged |= ~_finite(records[-1], n_runs)
-        bar = _progress(bar, progress, algorithm, topology, start, done, steps,
-                        p.chunks * eval_every)
+        bar = _progress(
+            bar, progress, algorithm, topology, start, done, steps, p.chunks * eval_every
+        )
     if bar is not None:
         bar.close()
     jax.block_until_ready(state)
@@ -385,8 +469,7 @@ def _drive(algorithm, problem, topology, p: _Plan, state, seg_prog, steps, eval_
 def _progress(bar, progress, algorithm, topology, start, done, steps, per_call):
     if bar is None and done < steps:
         elapsed = time.perf_counter() - start
-        show = (progress if progress is not None
-                else elapsed * steps / done > _PROGRESS_MIN_SECONDS)
+        show = progress if progress is not None else elapsed * steps / done > _PROGRESS_MIN_SECONDS
         if show:
             from tqdm.auto import tqdm
 
@@ -416,15 +499,15 @@ def _assemble_metrics(d: _Driven, n_runs: int, n_evals: int, eval_every: int):
     names = list(d.records[0])
     evals_done = sum(r[names[0]].shape[1] for r in d.records)
     metrics = {k: np.concatenate([r[k] for r in d.records], axis=1) for k in names}
-    per_chunk = (np.concatenate(d.cost_chunks, axis=1) if d.cost_chunks
-                 else np.zeros((n_runs, 0, 3)))
+    per_chunk = np.concatenate(d.cost_chunks, axis=1) if d.cost_chunks else np.zeros((n_runs, 0, 3))
     cumulative = np.concatenate([np.zeros((n_runs, 1, 3)), np.cumsum(per_chunk, axis=1)], axis=1)
     for i, name in enumerate(("grad_evals", "comm_rounds", "bits")):
         metrics[name] = cumulative[:, :, i]
     for k, v in metrics.items():
         if v.shape[1] < n_evals + 1:
-            metrics[k] = np.concatenate([v, np.full((n_runs, n_evals + 1 - v.shape[1]), np.nan)],
-                                        axis=1)
+            metrics[k] = np.concatenate(
+                [v, np.full((n_runs, n_evals + 1 - v.shape[1]), np.nan)], axis=1
+            )
     bad = np.zeros((n_runs, evals_done), dtype=bool)
     for k in _DIVERGENCE_KEYS:
         if k in metrics:
@@ -435,7 +518,7 @@ def _assemble_metrics(d: _Driven, n_runs: int, n_evals: int, eval_every: int):
         if hits.size:
             diverged_step[s] = int(hits[0]) * eval_every
             for k in metrics:
-                metrics[k][s, int(hits[0]):] = np.nan
+                metrics[k][s, int(hits[0]) :] = np.nan
     return metrics, diverged_step
 
 
@@ -447,8 +530,9 @@ def _record(algorithm, problem, topology, p: _Plan, steps, eval_every, given) ->
     return {
         "algorithm": getattr(algorithm, "name", type(algorithm).__name__),
         "algorithm_args": _plain(getattr(algorithm, "args", None) or {}),
-        "hparams": {k: v.tolist() if k in per_run else float(v.reshape(-1)[0])
-                    for k, v in hp.items()},
+        "hparams": {
+            k: v.tolist() if k in per_run else float(v.reshape(-1)[0]) for k, v in hp.items()
+        },
         "problem": problem.name,
         "topology": topology.name,
         "n_workers": problem.n_workers,
@@ -465,10 +549,21 @@ def _record(algorithm, problem, topology, p: _Plan, steps, eval_every, given) ->
 # the public functions
 
 
-def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
-        eval_every: Optional[int] = None, seed: int = 0, seeds: Optional[Sequence[int]] = None,
-        progress: Optional[bool] = None, hparams: Optional[dict] = None, gossip: str = "auto",
-        devices: Optional[Sequence] = None, batching: str = "map") -> History:
+def run(
+    algorithm: Algorithm,
+    problem: Problem,
+    topology: Topology,
+    steps: int,
+    *,
+    eval_every: int | None = None,
+    seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    progress: bool | None = None,
+    hparams: dict | None = None,
+    gossip: str = "auto",
+    devices: Sequence | None = None,
+    batching: str = "map",
+) -> History:
     """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
 
     Args:
@@ -515,12 +610,26 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
     batched = seeds is not None
     seed_list = _check_seeds(seed, seeds)
     hp = _resolve_hparams(algorithm, hparams, len(seed_list) if batched else None)
-    p = _plan(algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip,
-              devices)
-    state, seg_prog, compile_seconds = _compile(algorithm, problem, p, eval_every, batched,
-                                                batching)
-    d = _drive(algorithm, problem, topology, p, state, seg_prog, steps, eval_every, batched,
-               len(seed_list), progress, batching)
+    p = _plan(
+        algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip, devices
+    )
+    state, seg_prog, compile_seconds = _compile(
+        algorithm, problem, p, eval_every, batched, batching
+    )
+    d = _drive(
+        algorithm,
+        problem,
+        topology,
+        p,
+        state,
+        seg_prog,
+        steps,
+        eval_every,
+        batched,
+        len(seed_list),
+        progress,
+        batching,
+    )
     metrics, diverged_step = _assemble_metrics(d, len(seed_list), p.n_evals, eval_every)
     params = _fetch(jax.vmap(algorithm.params)(d.state) if batched else algorithm.params(d.state))
     div = diverged_step >= 0
@@ -531,15 +640,26 @@ def run(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, 
         diverged=div if batched else bool(div[0]),
         diverged_step=diverged_step if batched else int(diverged_step[0]),
         seeds=seed_list if batched else seed_list[0],
-        config=dict(_record(algorithm, problem, topology, p, steps, eval_every, hparams),
-                    batching=batching if batched else None),
+        config=dict(
+            _record(algorithm, problem, topology, p, steps, eval_every, hparams),
+            batching=batching if batched else None,
+        ),
         compile_seconds=compile_seconds + d.compile_seconds,
         run_seconds=d.run_seconds,
     )
 
 
-def trajectory(algorithm: Algorithm, problem: Problem, topology: Topology, steps: int, *,
-               seed: int = 0, record=None, gossip: str = "auto", hparams: Optional[dict] = None):
+def trajectory(
+    algorithm: Algorithm,
+    problem: Problem,
+    topology: Topology,
+    steps: int,
+    *,
+    seed: int = 0,
+    record=None,
+    gossip: str = "auto",
+    hparams: dict | None = None,
+):
     """Every iterate of a short run, for inspection and exact-trajectory tests.
 
     Returns a numpy pytree with a leading axis ``[steps + 1, ...]``: ``record(state)`` (default
@@ -596,4 +716,3 @@ def _plain(value):
     if callable(value):
         return getattr(value, "__name__", type(value).__name__)
     return getattr(value, "name", None) or type(value).__name__
-

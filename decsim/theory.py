@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-
 # ---------------------------------------------------------------------------------------------
 # closed forms
 
@@ -31,12 +30,15 @@ def stationary_error(d: int, eta: float, sigma2: float, n: int, mu: float) -> fl
     isotropic quadratic with per-coordinate gradient-noise variance σ² on each of n workers:
     ``d η σ² / (n μ (2 − η μ))``. Falls as 1/n (linear speedup in its plainest form)."""
     if not 0 < eta * mu < 2:
-        raise ValueError(f"need 0 < eta*mu < 2 for a stationary distribution; got eta*mu={eta * mu!r}.")
+        raise ValueError(
+            f"need 0 < eta*mu < 2 for a stationary distribution; got eta*mu={eta * mu!r}."
+        )
     return d * eta * sigma2 / (n * mu * (2.0 - eta * mu))
 
 
-def dsgd_iterations(eps: float, *, L: float, F0: float, sigma2: float, zeta2: float, p: float,
-                    n: int) -> dict:
+def dsgd_iterations(
+    eps: float, *, L: float, F0: float, sigma2: float, zeta2: float, p: float, n: int
+) -> dict:
     """Koloskova et al. (2020), τ = 1, non-convex: iterations to reach average squared gradient
     norm ``eps``, up to constants: ``L F0 [σ²/(n ε²) + (ζ + σ sqrt(p))/(p ε^{3/2}) + 1/(p ε)]``.
 
@@ -52,13 +54,15 @@ def dsgd_iterations(eps: float, *, L: float, F0: float, sigma2: float, zeta2: fl
     return terms
 
 
-def dsgd_rate(T: float, *, L: float, F0: float, sigma2: float, zeta2: float, p: float,
-              n: int) -> dict:
+def dsgd_rate(
+    T: float, *, L: float, F0: float, sigma2: float, zeta2: float, p: float, n: int
+) -> dict:
     """The same bound as :func:`dsgd_iterations` read the other way: the average squared gradient
     norm ``(1/T) Σ_t E||∇f(x̄_t)||²`` after T iterations, up to constants, term by term:
 
     ``centralized = sqrt(L F0 σ² / (n T))`` (the O(1/sqrt(nT)) rate of minibatch SGD),
-    ``transient = (L F0 (ζ + σ sqrt(p)) / (p T))^{2/3}``, ``topology = L F0 / (p T)``, and ``total``.
+    ``transient = (L F0 (ζ + σ sqrt(p)) / (p T))^{2/3}``, ``topology = L F0 / (p T)``, and
+    ``total``.
     Each term is the ε at which the matching term of :func:`dsgd_iterations` equals T.
     """
     if not T > 0:
@@ -73,13 +77,15 @@ def dsgd_rate(T: float, *, L: float, F0: float, sigma2: float, zeta2: float, p: 
     return terms
 
 
-def dsgd_transient_iterations(*, L: float, F0: float, sigma2: float, zeta2: float, p: float,
-                              n: int) -> float:
+def dsgd_transient_iterations(
+    *, L: float, F0: float, sigma2: float, zeta2: float, p: float, n: int
+) -> float:
     """Iterations after which D-SGD's centralized term dominates: the T at which
     ``sqrt(L F0 σ²/(nT))`` equals the sum of the two topology terms of :func:`dsgd_rate` (up to
     constants). Past it D-SGD runs at the speed of minibatch SGD with n workers (linear speedup).
 
-    Term by term the crossings are ``T = n³ L F0 (ζ + σ sqrt(p))⁴ / (p⁴ σ⁶)`` (the ``T^{-2/3}`` term;
+    Term by term the crossings are ``T = n³ L F0 (ζ + σ sqrt(p))⁴ / (p⁴ σ⁶)``
+    (the ``T^{-2/3}`` term;
     ``n³ L F0 / (p² σ²)`` when ζ = 0) and ``T = n L F0 / (p² σ²)`` (the ``1/(pT)`` term): the
     transient grows like n³ on a fixed graph and explodes as the gap closes. Solved numerically
     for the sum (the log-ratio of the terms increases with log T, so the crossing is unique).
@@ -101,16 +107,18 @@ def dsgd_transient_iterations(*, L: float, F0: float, sigma2: float, zeta2: floa
     return float(math.exp(brentq(gap, lo, hi, xtol=1e-10)))
 
 
-def choco_rate(T: float, *, L: float, F0: float, sigma2: float, n: int, G: float, gap: float,
-               omega: float) -> float:
+def choco_rate(
+    T: float, *, L: float, F0: float, sigma2: float, n: int, G: float, gap: float, omega: float
+) -> float:
     """Choco-SGD (ICLR 2020) non-convex rate up to constants:
     ``sqrt(L F0 σ²/(n T)) + (G L F0 / (c T))^{2/3} + L F0 / T`` with ``c = gap² ω / 82``."""
     c = gap**2 * omega / 82.0
     return math.sqrt(L * F0 * sigma2 / (n * T)) + (G * L * F0 / (c * T)) ** (2.0 / 3.0) + L * F0 / T
 
 
-def detag_lower_bound(eps: float, *, Delta: float, L: float, sigma2: float, n: int, B: int,
-                      gap: float) -> float:
+def detag_lower_bound(
+    eps: float, *, Delta: float, L: float, sigma2: float, n: int, B: int, gap: float
+) -> float:
     """Lu & De Sa (2021) lower bound on iterations, up to constants:
     ``Δ L σ² / (n B ε⁴) + Δ L / (ε² sqrt(gap))``."""
     return Delta * L * sigma2 / (n * B * eps**4) + Delta * L / (eps**2 * math.sqrt(gap))
@@ -129,14 +137,19 @@ def problem_constants(problem, topology) -> dict:
             out[key] = float(info[key])
     if "dim" in info:
         out["d"] = int(info["dim"])
-    out.update(lam=float(topology.lam), spectral_gap=float(topology.spectral_gap), p=float(topology.p),
-               beta=float(topology.beta))
+    out.update(
+        lam=float(topology.lam),
+        spectral_gap=float(topology.spectral_gap),
+        p=float(topology.p),
+        beta=float(topology.beta),
+    )
     return out
 
 
 def tuned_step(n: int, T: int, c: float) -> float:
     """The constant step ``η = c · sqrt(n / T)`` that balances ``F0/(ηT)`` against ``η σ²/n`` in the
-    non-convex SGD bound, so that ``(1/T) Σ E||∇f||² = O(1/sqrt(nT))``: the step of the exponent fit."""
+    non-convex SGD bound, so that ``(1/T) Σ E||∇f||² = O(1/sqrt(nT))``: the step of the exponent
+    fit."""
     if not (n >= 1 and T >= 1 and c > 0):
         raise ValueError(f"need n >= 1, T >= 1 and c > 0; got n={n!r}, T={T!r}, c={c!r}.")
     return float(c * math.sqrt(n / T))
@@ -154,7 +167,7 @@ def smooth(values, window: int = 5) -> np.ndarray:
     out = np.empty_like(v)
     for i in range(v.shape[-1]):
         lo = max(0, i - window + 1)
-        out[..., i] = np.mean(v[..., lo:i + 1], axis=-1)
+        out[..., i] = np.mean(v[..., lo : i + 1], axis=-1)
     return out
 
 
@@ -213,7 +226,11 @@ def fit_rate(nT, errors, *, tail: float = 0.5, confidence: float = 0.95) -> Rate
     good = np.isfinite(slopes)
     if good.sum() >= 2:
         b = float(np.mean(slopes[good]))
-        half = stats.t.ppf(0.5 + confidence / 2, good.sum() - 1) * np.std(slopes[good], ddof=1) / math.sqrt(good.sum())
+        half = (
+            stats.t.ppf(0.5 + confidence / 2, good.sum() - 1)
+            * np.std(slopes[good], ddof=1)
+            / math.sqrt(good.sum())
+        )
     else:
         b = float(slopes[good][0]) if good.any() else float("nan")
         se = float(fits[good][0, 2]) if good.any() else float("nan")
@@ -237,13 +254,16 @@ def fit_rate_over_runs(n, T, errors, *, confidence: float = 0.95) -> RateFit:
     x = np.asarray(n, dtype=np.float64) * np.asarray(T, dtype=np.float64)
     e = np.atleast_2d(np.asarray(errors, dtype=np.float64))
     if e.shape[-1] != x.size:
-        raise ValueError(f"errors must be [n_seeds, {x.size}] (one column per run); got shape {e.shape}.")
+        raise ValueError(
+            f"errors must be [n_seeds, {x.size}] (one column per run); got shape {e.shape}."
+        )
     order = np.argsort(x, kind="stable")
     return fit_rate(x[order], e[:, order], tail=1.0, confidence=confidence)
 
 
-def transient_time(steps, err_decentralized, err_centralized, *, tol: float = 0.1,
-                   window: int = 5) -> float:
+def transient_time(
+    steps, err_decentralized, err_centralized, *, tol: float = 0.1, window: int = 5
+) -> float:
     """First step from which the (smoothed) decentralized error stays within ``1 + tol`` of the
     centralized one (NaN if it never settles)."""
     d = smooth(np.nanmean(np.atleast_2d(err_decentralized), axis=0), window)
@@ -260,8 +280,22 @@ def reference_curve(nT, anchor_nT: float, anchor_err: float, exponent: float = -
     return anchor_err * (np.asarray(nT, dtype=np.float64) / anchor_nT) ** exponent
 
 
-__all__ = ["stationary_error", "dsgd_iterations", "dsgd_rate", "dsgd_transient_iterations",
-           "choco_rate", "detag_lower_bound", "problem_constants", "tuned_step", "smooth",
-           "steps_to_target", "speedup", "efficiency", "fit_rate", "fit_rate_over_runs", "RateFit",
-           "transient_time", "reference_curve"]
-
+__all__ = [
+    "stationary_error",
+    "dsgd_iterations",
+    "dsgd_rate",
+    "dsgd_transient_iterations",
+    "choco_rate",
+    "detag_lower_bound",
+    "problem_constants",
+    "tuned_step",
+    "smooth",
+    "steps_to_target",
+    "speedup",
+    "efficiency",
+    "fit_rate",
+    "fit_rate_over_runs",
+    "RateFit",
+    "transient_time",
+    "reference_curve",
+]

@@ -8,8 +8,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-__all__ = ["worker_mean", "average", "sq_norm", "worker_sq_norms", "consensus_distance", "size", "leaf_sizes", "add", "sub", "scale", "zeros_like", "to_numpy"]
+__all__ = [
+    "worker_mean",
+    "average",
+    "sq_norm",
+    "worker_sq_norms",
+    "consensus_distance",
+    "size",
+    "leaf_sizes",
+    "add",
+    "sub",
+    "scale",
+    "zeros_like",
+    "to_numpy",
+]
 
 
 def worker_mean(X):
@@ -48,7 +60,9 @@ def size(tree, *, stacked: bool = True) -> int:
 
 def leaf_sizes(tree, *, stacked: bool = True) -> list:
     """Per-leaf number of scalars per worker."""
-    return [int(math.prod(np.shape(a)[1:] if stacked else np.shape(a))) for a in jax.tree.leaves(tree)]
+    return [
+        int(math.prod(np.shape(a)[1:] if stacked else np.shape(a))) for a in jax.tree.leaves(tree)
+    ]
 
 
 def add(X, Y):

@@ -8,7 +8,6 @@ regime in which per-coordinate, per-worker scalings differ and the methods diffe
 
 import doctest
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -120,20 +119,33 @@ def ref_ada_choco(X, A, y, W, eta, T, gamma, fraction=None, b1=0.9, b2=0.99, eps
 
 TABLE = {
     "dadam": (lambda: adaptive.dadam(0.05), lambda *a: ref_dadam(*a, 0.05, STEPS)),
-    "dadam_betas": (lambda: adaptive.dadam(0.02, b1=0.5, b2=0.9, b3=0.5, eps=1e-3),
-                    lambda *a: ref_dadam(*a, 0.02, STEPS, b1=0.5, b2=0.9, b3=0.5, eps=1e-3)),
+    "dadam_betas": (
+        lambda: adaptive.dadam(0.02, b1=0.5, b2=0.9, b3=0.5, eps=1e-3),
+        lambda *a: ref_dadam(*a, 0.02, STEPS, b1=0.5, b2=0.9, b3=0.5, eps=1e-3),
+    ),
     "damsgrad": (lambda: adaptive.damsgrad(2e-4), lambda *a: ref_damsgrad(*a, 2e-4, STEPS)),
-    "damsgrad_betas": (lambda: adaptive.damsgrad(2e-3, b1=0.5, b2=0.9, eps=1e-3),
-                       lambda *a: ref_damsgrad(*a, 2e-3, STEPS, b1=0.5, b2=0.9, eps=1e-3)),
-    "dadagrad": (lambda: adaptive.dadagrad(2e-4),
-                 lambda *a: ref_damsgrad(*a, 2e-4, STEPS, adagrad=True)),
-    "dadagrad_betas": (lambda: adaptive.dadagrad(1e-3, b1=0.0, eps=1e-4),
-                       lambda *a: ref_damsgrad(*a, 1e-3, STEPS, b1=0.0, eps=1e-4, adagrad=True)),
-    "ada_choco_sgd": (lambda: adaptive.ada_choco_sgd(0.05, 0.4, C.top_k(0.34)),
-                      lambda *a: ref_ada_choco(*a, 0.05, STEPS, gamma=0.4, fraction=0.34)),
+    "damsgrad_betas": (
+        lambda: adaptive.damsgrad(2e-3, b1=0.5, b2=0.9, eps=1e-3),
+        lambda *a: ref_damsgrad(*a, 2e-3, STEPS, b1=0.5, b2=0.9, eps=1e-3),
+    ),
+    "dadagrad": (
+        lambda: adaptive.dadagrad(2e-4),
+        lambda *a: ref_damsgrad(*a, 2e-4, STEPS, adagrad=True),
+    ),
+    "dadagrad_betas": (
+        lambda: adaptive.dadagrad(1e-3, b1=0.0, eps=1e-4),
+        lambda *a: ref_damsgrad(*a, 1e-3, STEPS, b1=0.0, eps=1e-4, adagrad=True),
+    ),
+    "ada_choco_sgd": (
+        lambda: adaptive.ada_choco_sgd(0.05, 0.4, C.top_k(0.34)),
+        lambda *a: ref_ada_choco(*a, 0.05, STEPS, gamma=0.4, fraction=0.34),
+    ),
     "ada_choco_sgd_betas": (
         lambda: adaptive.ada_choco_sgd(0.02, 0.7, C.top_k(0.67), b1=0.5, b2=0.9, eps=1e-3),
-        lambda *a: ref_ada_choco(*a, 0.02, STEPS, gamma=0.7, fraction=0.67, b1=0.5, b2=0.9, eps=1e-3)),
+        lambda *a: ref_ada_choco(
+            *a, 0.02, STEPS, gamma=0.7, fraction=0.67, b1=0.5, b2=0.9, eps=1e-3
+        ),
+    ),
 }
 
 
@@ -167,13 +179,17 @@ def test_tracked_second_moment_invariant(adagrad, ls, topo):
     prob, _, _ = ls
     stoch = prob._replace(batch_size=2)
     algo = adaptive.dadagrad(1e-3) if adagrad else adaptive.damsgrad(1e-3)
-    U_tilde, V_hat = trajectory(algo, stoch, topo, 30, seed=1, record=lambda s: (s.U_tilde, s.V_hat))
+    U_tilde, V_hat = trajectory(
+        algo, stoch, topo, 30, seed=1, record=lambda s: (s.U_tilde, s.V_hat)
+    )
     assert U_tilde.shape == V_hat.shape == (31, N, D)
     np.testing.assert_allclose(U_tilde[0], 1e-6)  # Ũ_1 = V̂_0 = eps
     np.testing.assert_allclose(V_hat[0], 1e-6)
     scale = np.abs(V_hat).max()
     assert scale > 1e-2
-    np.testing.assert_allclose(U_tilde.mean(axis=1), V_hat.mean(axis=1), rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        U_tilde.mean(axis=1), V_hat.mean(axis=1), rtol=1e-5, atol=1e-6 * scale
+    )
     # Ũ tracks the average; it is not each worker's own V̂, nor yet the exact average
     assert np.abs(U_tilde[5:] - V_hat[5:]).max() > 1e-2 * scale
     assert np.abs(U_tilde[5:] - U_tilde[5:].mean(axis=1, keepdims=True)).max() > 1e-3 * scale
@@ -184,8 +200,14 @@ def test_ada_choco_mean_moves_only_by_local_steps(ls, topo):
     prob, _, _ = ls
     eta, eps = 0.05, 1e-6
     algo = adaptive.ada_choco_sgd(eta, 0.3, C.qsgd(2))  # stochastic, biased compressor
-    X, Mom, Vh = trajectory(algo, prob._replace(batch_size=2), topo, 20, seed=2,
-                            record=lambda s: (s.X, s.opt.M, s.opt.V_hat))
+    X, Mom, Vh = trajectory(
+        algo,
+        prob._replace(batch_size=2),
+        topo,
+        20,
+        seed=2,
+        record=lambda s: (s.X, s.opt.M, s.opt.V_hat),
+    )
     local = X[:-1] - eta * Mom[1:] / (np.sqrt(Vh[1:]) + eps)
     np.testing.assert_allclose(X[1:].mean(axis=1), local.mean(axis=1), rtol=1e-5, atol=1e-5)
     assert np.abs(X[1:] - X[1:].mean(axis=1, keepdims=True)).max() > 1e-3  # not in consensus
@@ -196,9 +218,13 @@ def test_costs(ls, topo):
     ada_choco_sgd the compressor's payload."""
     prob, _, _ = ls
     d = ds.tree.size(prob.params0)
-    cases = [(adaptive.dadam(0.01), 32 * d), (adaptive.damsgrad(1e-3), 64 * d),
-             (adaptive.dadagrad(1e-3), 64 * d), (adaptive.ada_choco_sgd(0.01), 32 * d),
-             (adaptive.ada_choco_sgd(0.01, 0.5, C.top_k(0.34)), 1 * (32 + 2))]
+    cases = [
+        (adaptive.dadam(0.01), 32 * d),
+        (adaptive.damsgrad(1e-3), 64 * d),
+        (adaptive.dadagrad(1e-3), 64 * d),
+        (adaptive.ada_choco_sgd(0.01), 32 * d),
+        (adaptive.ada_choco_sgd(0.01, 0.5, C.top_k(0.34)), 1 * (32 + 2)),
+    ]
     for algo, bits in cases:
         hist = ds.run(algo, prob, topo, steps=10, eval_every=5)
         np.testing.assert_array_equal(hist.metrics["grad_evals"], [0, 5, 10])
@@ -240,22 +266,44 @@ def test_runs_differing_in_learning_rate_share_one_program(ls, topo):
     prob, _, _ = ls
     ds.run(adaptive.damsgrad(1e-3), prob, topo, steps=10, eval_every=10)
     before = runner.trace_count()
-    a = ds.run(adaptive.damsgrad(1e-3), prob, topo, steps=10, eval_every=10, hparams={"learning_rate": 2e-3})
+    a = ds.run(
+        adaptive.damsgrad(1e-3),
+        prob,
+        topo,
+        steps=10,
+        eval_every=10,
+        hparams={"learning_rate": 2e-3},
+    )
     b = ds.run(adaptive.damsgrad(2e-3), prob, topo, steps=10, eval_every=10)
     assert runner.trace_count() == before
     np.testing.assert_allclose(a.metrics["loss"], b.metrics["loss"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: adaptive.dadam(-0.1), r"learning_rate must be a finite positive number; got learning_rate=-0.1"),
-    (lambda: adaptive.dadam(0.1, b1=1.0), r"b1 must be a number in \[0, 1\).*got b1=1.0"),
-    (lambda: adaptive.dadam(0.1, b3=-0.5), r"b3 must be a number in \[0, 1\)"),
-    (lambda: adaptive.damsgrad(0.1, b2=1.5), r"b2 must be a number in \[0, 1\)"),
-    (lambda: adaptive.damsgrad(0.1, eps=0.0), r"eps must be a finite positive number; got eps=0.0"),
-    (lambda: adaptive.dadagrad("fast"), r"learning_rate must be a positive number"),
-    (lambda: adaptive.ada_choco_sgd(0.1, gamma=1.5), r"gamma must be a number in \(0, 1\]; got gamma=1.5"),
-    (lambda: adaptive.ada_choco_sgd(0.1, 0.5, compressor="top_k"), r"compressor must be a decsim Compressor"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (
+            lambda: adaptive.dadam(-0.1),
+            r"learning_rate must be a finite positive number; got learning_rate=-0.1",
+        ),
+        (lambda: adaptive.dadam(0.1, b1=1.0), r"b1 must be a number in \[0, 1\).*got b1=1.0"),
+        (lambda: adaptive.dadam(0.1, b3=-0.5), r"b3 must be a number in \[0, 1\)"),
+        (lambda: adaptive.damsgrad(0.1, b2=1.5), r"b2 must be a number in \[0, 1\)"),
+        (
+            lambda: adaptive.damsgrad(0.1, eps=0.0),
+            r"eps must be a finite positive number; got eps=0.0",
+        ),
+        (lambda: adaptive.dadagrad("fast"), r"learning_rate must be a positive number"),
+        (
+            lambda: adaptive.ada_choco_sgd(0.1, gamma=1.5),
+            r"gamma must be a number in \(0, 1\]; got gamma=1.5",
+        ),
+        (
+            lambda: adaptive.ada_choco_sgd(0.1, 0.5, compressor="top_k"),
+            r"compressor must be a decsim Compressor",
+        ),
+    ],
+)
 def test_factory_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -269,8 +317,10 @@ def test_heterogeneous_scales_dadam_plateaus_damsgrad_keeps_decreasing():
     n, d = 6, 4
     rng = np.random.default_rng(0)
     scales = 10.0 ** np.linspace(-1.0, 1.0, n)
-    data = {"a": np.broadcast_to(scales[:, None, None], (n, 1, d)).astype(np.float32).copy(),
-            "c": rng.normal(size=(n, 1, d)).astype(np.float32)}
+    data = {
+        "a": np.broadcast_to(scales[:, None, None], (n, 1, d)).astype(np.float32).copy(),
+        "c": rng.normal(size=(n, 1, d)).astype(np.float32),
+    }
 
     def loss(x, b):
         return 0.5 * jnp.mean(jnp.sum(b["a"] * jnp.square(x[None, :] - b["c"]), axis=1))

@@ -5,7 +5,6 @@ equations on a small heterogeneous least-squares problem with full-batch gradien
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -13,7 +12,7 @@ import pytest
 import decsim as ds
 from decsim.runner import trajectory
 
-from ._reference import D, M, N, STEPS, np_grads
+from ._reference import STEPS, D, M, N, np_grads
 
 
 def ref_centralized(X, A, y, W, eta, T):
@@ -85,16 +84,29 @@ def ref_dsgd_momentum(X, A, y, W, eta, T, beta=0.9):
 
 # One row per algorithm: (factory call, numpy reference).
 TABLE = {
-    "centralized_sgd": (lambda: ds.algorithms.centralized_sgd(0.05), lambda *a: ref_centralized(*a, 0.05, STEPS)),
+    "centralized_sgd": (
+        lambda: ds.algorithms.centralized_sgd(0.05),
+        lambda *a: ref_centralized(*a, 0.05, STEPS),
+    ),
     "dsgd": (lambda: ds.algorithms.dsgd(0.05), lambda *a: ref_dsgd(*a, 0.05, STEPS)),
-    "dsgd_tau3": (lambda: ds.algorithms.dsgd(0.05, gossip_every=3), lambda *a: ref_dsgd(*a, 0.05, STEPS, tau=3)),
+    "dsgd_tau3": (
+        lambda: ds.algorithms.dsgd(0.05, gossip_every=3),
+        lambda *a: ref_dsgd(*a, 0.05, STEPS, tau=3),
+    ),
     "dpsgd": (lambda: ds.algorithms.dpsgd(0.05), lambda *a: ref_dpsgd(*a, 0.05, STEPS)),
-    "gradient_tracking": (lambda: ds.algorithms.gradient_tracking(0.05), lambda *a: ref_gt(*a, 0.05, STEPS)),
+    "gradient_tracking": (
+        lambda: ds.algorithms.gradient_tracking(0.05),
+        lambda *a: ref_gt(*a, 0.05, STEPS),
+    ),
     "d2": (lambda: ds.algorithms.d2(0.05), lambda *a: ref_d2(*a, 0.05, STEPS)),
-    "exact_diffusion": (lambda: ds.algorithms.exact_diffusion(0.05), lambda *a: ref_exact_diffusion(*a, 0.05, STEPS)),
+    "exact_diffusion": (
+        lambda: ds.algorithms.exact_diffusion(0.05),
+        lambda *a: ref_exact_diffusion(*a, 0.05, STEPS),
+    ),
     "dsgd_nesterov_free_momentum": (
         lambda: ds.algorithms.dsgd(local_optimizer=optax.sgd(0.05, momentum=0.9)),
-        lambda *a: ref_dsgd_momentum(*a, 0.05, STEPS)),
+        lambda *a: ref_dsgd_momentum(*a, 0.05, STEPS),
+    ),
 }
 
 
@@ -102,7 +114,9 @@ def test_every_baseline_has_a_trajectory_row():
     from decsim.algorithms import baselines
 
     covered = {name.split("_tau")[0] for name in TABLE}
-    baseline_names = {k for k, v in ds.algorithms.REGISTRY.items() if v.__module__ == baselines.__name__}
+    baseline_names = {
+        k for k, v in ds.algorithms.REGISTRY.items() if v.__module__ == baselines.__name__
+    }
     assert baseline_names and baseline_names <= covered
 
 
@@ -156,8 +170,14 @@ def test_dsgd_on_complete_graph_is_minibatch_sgd_with_nb_samples(ls):
 def test_gradient_tracking_invariant_mean_Y_equals_mean_G(ls, topo):
     prob, _, _ = ls
     stoch = prob._replace(batch_size=2)
-    rec = trajectory(ds.algorithms.gradient_tracking(0.05), stoch, topo, 30, seed=1,
-                     record=lambda s: (s.Y, s.G_prev))
+    rec = trajectory(
+        ds.algorithms.gradient_tracking(0.05),
+        stoch,
+        topo,
+        30,
+        seed=1,
+        record=lambda s: (s.Y, s.G_prev),
+    )
     Y, G = rec
     assert np.abs(G[1:]).max() > 0.1  # stochastic, nonzero gradients
     np.testing.assert_allclose(Y[1:].mean(axis=1), G[1:].mean(axis=1), atol=1e-4)
@@ -170,10 +190,15 @@ def hetero_quadratic():
     return ds.problems.quadratic(8, 6, mu=0.5, L=1.0, noise=0.0, heterogeneity=2.0, seed=4)
 
 
-@pytest.mark.parametrize("make", [lambda: ds.algorithms.gradient_tracking(0.2),
-                                  lambda: ds.algorithms.d2(0.2),
-                                  lambda: ds.algorithms.exact_diffusion(0.2)],
-                         ids=["gradient_tracking", "d2", "exact_diffusion"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ds.algorithms.gradient_tracking(0.2),
+        lambda: ds.algorithms.d2(0.2),
+        lambda: ds.algorithms.exact_diffusion(0.2),
+    ],
+    ids=["gradient_tracking", "d2", "exact_diffusion"],
+)
 def test_bias_corrected_methods_reach_the_optimum(make, hetero_quadratic):
     prob = hetero_quadratic
     topo = ds.topology.ring(8)
@@ -216,14 +241,29 @@ def test_d2_rejects_small_lambda_min():
     assert not hist.diverged
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: ds.algorithms.dsgd(-0.1), r"learning_rate must be a finite positive number; got learning_rate=-0.1"),
-    (lambda: ds.algorithms.dsgd("fast"), r"learning_rate must be a positive number"),
-    (lambda: ds.algorithms.dsgd(0.1, gossip_every=0), r"gossip_every must be an integer >= 1"),
-    (lambda: ds.algorithms.dsgd(0.1, local_optimizer=optax.sgd(0.1)), r"either learning_rate or local_optimizer"),
-    (lambda: ds.algorithms.dpsgd(None, local_optimizer=object()), r"optax GradientTransformation"),
-    (lambda: ds.algorithms.gradient_tracking(0.0), r"learning_rate must be a finite positive number"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (
+            lambda: ds.algorithms.dsgd(-0.1),
+            r"learning_rate must be a finite positive number; got learning_rate=-0.1",
+        ),
+        (lambda: ds.algorithms.dsgd("fast"), r"learning_rate must be a positive number"),
+        (lambda: ds.algorithms.dsgd(0.1, gossip_every=0), r"gossip_every must be an integer >= 1"),
+        (
+            lambda: ds.algorithms.dsgd(0.1, local_optimizer=optax.sgd(0.1)),
+            r"either learning_rate or local_optimizer",
+        ),
+        (
+            lambda: ds.algorithms.dpsgd(None, local_optimizer=object()),
+            r"optax GradientTransformation",
+        ),
+        (
+            lambda: ds.algorithms.gradient_tracking(0.0),
+            r"learning_rate must be a finite positive number",
+        ),
+    ],
+)
 def test_factory_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()

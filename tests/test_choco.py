@@ -15,9 +15,10 @@ import decsim.compression as C
 from decsim import runner
 from decsim.algorithms import choco
 from decsim.gossip import Mixer
-from decsim.runner import make_oracle, trajectory
+from decsim.runner import trajectory
 
 from ._reference import D, N, np_grads, np_sign, np_top_k
+
 STEPS = 20
 ETA, GAMMA = 0.05, 0.4
 TOP1 = C.top_k(0.34)  # k = 1 of D = 3
@@ -91,20 +92,51 @@ exact = lambda Z: Z  # noqa: E731
 
 # name -> (algorithm, numpy reference, what to record besides X)
 TRAJECTORIES = {
-    "choco_sgd_paper_top_k": (lambda: choco.choco_sgd(ETA, GAMMA, TOP1), lambda *a: ref_choco(*a, top1, "paper"), _X_and_hat),
-    "choco_sgd_parallel_top_k": (lambda: choco.choco_sgd(ETA, GAMMA, TOP1, order="parallel"),
-                                 lambda *a: ref_choco(*a, top1, "parallel"), _X_and_hat),
-    "choco_sgd_paper_sign": (lambda: choco.choco_sgd(ETA, GAMMA, C.sign()), lambda *a: ref_choco(*a, np_sign, "paper"), _X_and_hat),
-    "choco_sgd_parallel_sign": (lambda: choco.choco_sgd(ETA, GAMMA, C.sign(), order="parallel"),
-                                lambda *a: ref_choco(*a, np_sign, "parallel"), _X_and_hat),
-    "choco_gossip_top_k": (lambda: choco.choco_gossip(GAMMA, TOP1), lambda *a: ref_choco_gossip(*a, top1), _X_and_hat),
-    "naive_carli_top_k": (lambda: choco.naive_compressed_gossip(GAMMA, TOP1), lambda *a: ref_naive(*a, top1, "carli"), _X_and_hat),
-    "naive_aysal_top_k": (lambda: choco.naive_compressed_gossip(GAMMA, TOP1, form="aysal"),
-                          lambda *a: ref_naive(*a, top1, "aysal"), _X_and_hat),
-    "deepsqueeze_top_k": (lambda: choco.deepsqueeze(ETA, GAMMA, TOP1), lambda *a: ref_deepsqueeze(*a, top1),
-                          lambda s: (s.X, s.E)),
-    "dcd_psgd_identity": (lambda: choco.dcd_psgd(ETA, C.identity()), lambda *a: ref_dcd(*a, exact),
-                          lambda s: (s.X, s.X)),
+    "choco_sgd_paper_top_k": (
+        lambda: choco.choco_sgd(ETA, GAMMA, TOP1),
+        lambda *a: ref_choco(*a, top1, "paper"),
+        _X_and_hat,
+    ),
+    "choco_sgd_parallel_top_k": (
+        lambda: choco.choco_sgd(ETA, GAMMA, TOP1, order="parallel"),
+        lambda *a: ref_choco(*a, top1, "parallel"),
+        _X_and_hat,
+    ),
+    "choco_sgd_paper_sign": (
+        lambda: choco.choco_sgd(ETA, GAMMA, C.sign()),
+        lambda *a: ref_choco(*a, np_sign, "paper"),
+        _X_and_hat,
+    ),
+    "choco_sgd_parallel_sign": (
+        lambda: choco.choco_sgd(ETA, GAMMA, C.sign(), order="parallel"),
+        lambda *a: ref_choco(*a, np_sign, "parallel"),
+        _X_and_hat,
+    ),
+    "choco_gossip_top_k": (
+        lambda: choco.choco_gossip(GAMMA, TOP1),
+        lambda *a: ref_choco_gossip(*a, top1),
+        _X_and_hat,
+    ),
+    "naive_carli_top_k": (
+        lambda: choco.naive_compressed_gossip(GAMMA, TOP1),
+        lambda *a: ref_naive(*a, top1, "carli"),
+        _X_and_hat,
+    ),
+    "naive_aysal_top_k": (
+        lambda: choco.naive_compressed_gossip(GAMMA, TOP1, form="aysal"),
+        lambda *a: ref_naive(*a, top1, "aysal"),
+        _X_and_hat,
+    ),
+    "deepsqueeze_top_k": (
+        lambda: choco.deepsqueeze(ETA, GAMMA, TOP1),
+        lambda *a: ref_deepsqueeze(*a, top1),
+        lambda s: (s.X, s.E),
+    ),
+    "dcd_psgd_identity": (
+        lambda: choco.dcd_psgd(ETA, C.identity()),
+        lambda *a: ref_dcd(*a, exact),
+        lambda s: (s.X, s.X),
+    ),
 }
 
 
@@ -131,9 +163,14 @@ def test_trajectory_matches_equations(name, ls, topo):
 
 # every compressor of the registry, in both orders
 COMPRESSORS = {
-    "identity": C.identity(), "top_k": TOP1, "rand_k": C.rand_k(0.34),
-    "rand_k_unbiased": C.rand_k(0.34, unbiased=True), "qsgd": C.qsgd(4),
-    "qsgd_unbiased": C.qsgd(4, unbiased=True), "sign": C.sign(), "dithered": C.dithered(4),
+    "identity": C.identity(),
+    "top_k": TOP1,
+    "rand_k": C.rand_k(0.34),
+    "rand_k_unbiased": C.rand_k(0.34, unbiased=True),
+    "qsgd": C.qsgd(4),
+    "qsgd_unbiased": C.qsgd(4, unbiased=True),
+    "sign": C.sign(),
+    "dithered": C.dithered(4),
 }
 
 
@@ -158,8 +195,9 @@ def test_mean_preservation(cname, order, ls, topo):
     """mean(X_{t+1}) = mean(X_t) − η mean(G_t), whatever the compressor (its error cancels in the
     mean because the columns of W − I sum to zero)."""
     prob, A, y = ls
-    X = trajectory(choco.choco_sgd(ETA, GAMMA, COMPRESSORS[cname], order=order), prob, topo, 10,
-                   seed=2).astype(np.float64)
+    X = trajectory(
+        choco.choco_sgd(ETA, GAMMA, COMPRESSORS[cname], order=order), prob, topo, 10, seed=2
+    ).astype(np.float64)
     for t in range(10):
         want = X[t].mean(0) - ETA * np_grads(X[t], A, y).mean(0)
         np.testing.assert_allclose(X[t + 1].mean(0), want, rtol=1e-5, atol=1e-5 * np.abs(X).max())
@@ -196,18 +234,28 @@ def test_more_identities(ls, topo):
     """DeepSqueeze with exact messages and γ = 1 is D-SGD (its error memory stays 0); DCD-PSGD
     with exact messages is D-PSGD."""
     prob, _, _ = ls
-    np.testing.assert_allclose(trajectory(choco.deepsqueeze(ETA, 1.0, C.identity()), prob, topo, STEPS),
-                               trajectory(ds.algorithms.dsgd(ETA), prob, topo, STEPS), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(trajectory(choco.dcd_psgd(ETA, C.identity()), prob, topo, STEPS),
-                               trajectory(ds.algorithms.dpsgd(ETA), prob, topo, STEPS), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        trajectory(choco.deepsqueeze(ETA, 1.0, C.identity()), prob, topo, STEPS),
+        trajectory(ds.algorithms.dsgd(ETA), prob, topo, STEPS),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        trajectory(choco.dcd_psgd(ETA, C.identity()), prob, topo, STEPS),
+        trajectory(ds.algorithms.dpsgd(ETA), prob, topo, STEPS),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # contract: shapes, dtypes, jit, rebuild, costs (on a two-leaf model, random compressor)
 
 TK = C.top_k(0.5)
-GOSSIP_ONLY = {"choco_gossip": lambda: choco.choco_gossip(0.3, TK),
-               "naive_compressed_gossip": lambda: choco.naive_compressed_gossip(0.3, TK)}
+GOSSIP_ONLY = {
+    "choco_gossip": lambda: choco.choco_gossip(0.3, TK),
+    "naive_compressed_gossip": lambda: choco.naive_compressed_gossip(0.3, TK),
+}
 
 
 @pytest.mark.parametrize("name", ["choco_gossip", "naive_compressed_gossip"])
@@ -219,8 +267,9 @@ def test_gossip_never_calls_the_oracle(name, topo):
 
     mixer = Mixer(W=jnp.asarray(topo.W, jnp.float32), lam=jnp.float32(topo.lam))
     X0 = {"w": jnp.ones((N, 3, 2)), "b": jnp.zeros((N, 2))}
-    state, cost = jax.jit(lambda s: algo.step(s, algo.hparams, oracle, mixer, jax.random.PRNGKey(0)))(
-        algo.init(X0, None))
+    state, cost = jax.jit(
+        lambda s: algo.step(s, algo.hparams, oracle, mixer, jax.random.PRNGKey(0))
+    )(algo.init(X0, None))
     assert float(cost.grad_evals) == 0.0 and float(cost.comm_rounds) == 1.0
 
 
@@ -238,21 +287,51 @@ def test_run_records_bits_and_shares_programs_across_gamma(two_leaf, topo):
     assert not np.allclose(h.params["w"], h2.params["w"])  # gamma did change the run
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: choco.choco_sgd(0.1, 0.0, TOP1), r"gamma must be a number in \(0, 1\]; got gamma=0.0"),
-    (lambda: choco.choco_sgd(0.1, 1.5, TOP1), r"gamma must be a number in \(0, 1\]; got gamma=1.5.*tune_gamma"),
-    (lambda: choco.choco_sgd(0.1, "big", TOP1), r"gamma must be a number in \(0, 1\]; got gamma=\'big\'"),
-    (lambda: choco.choco_sgd(0.1, lambda t: 0.1, TOP1), r"gamma must be a number in \(0, 1\]"),
-    (lambda: choco.choco_sgd(-0.1, 0.3, TOP1), r"learning_rate must be a finite positive number"),
-    (lambda: choco.choco_sgd(0.1, 0.3, "top_k"), r"compressor must be a decsim Compressor"),
-    (lambda: choco.choco_sgd(0.1, 0.3, TOP1, order="serial"), r"unknown choco_sgd order 'serial'; order must be one of 'paper', 'parallel'"),
-    (lambda: choco.choco_gossip(2.0, TOP1), r"gamma must be a number in \(0, 1\]"),
-    (lambda: choco.choco_gossip(0.5, None), r"compressor must be a decsim Compressor.*got None"),
-    (lambda: choco.naive_compressed_gossip(0.5, TOP1, form="q1"), r"form must be 'carli'.*'aysal'"),
-    (lambda: choco.dcd_psgd(0.1, C.top_k(0.01)), r"dcd_psgd requires an unbiased compressor.*top_k\(0.01\).*unbiased=True"),
-    (lambda: choco.dcd_psgd(0.1, C.qsgd(16)), r"unbiased compressor"),
-    (lambda: choco.deepsqueeze(0.1, -1.0, TOP1), r"gamma must be a number in \(0, 1\]; got gamma=-1.0"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (
+            lambda: choco.choco_sgd(0.1, 0.0, TOP1),
+            r"gamma must be a number in \(0, 1\]; got gamma=0.0",
+        ),
+        (
+            lambda: choco.choco_sgd(0.1, 1.5, TOP1),
+            r"gamma must be a number in \(0, 1\]; got gamma=1.5.*tune_gamma",
+        ),
+        (
+            lambda: choco.choco_sgd(0.1, "big", TOP1),
+            r"gamma must be a number in \(0, 1\]; got gamma=\'big\'",
+        ),
+        (lambda: choco.choco_sgd(0.1, lambda t: 0.1, TOP1), r"gamma must be a number in \(0, 1\]"),
+        (
+            lambda: choco.choco_sgd(-0.1, 0.3, TOP1),
+            r"learning_rate must be a finite positive number",
+        ),
+        (lambda: choco.choco_sgd(0.1, 0.3, "top_k"), r"compressor must be a decsim Compressor"),
+        (
+            lambda: choco.choco_sgd(0.1, 0.3, TOP1, order="serial"),
+            r"unknown choco_sgd order 'serial'; order must be one of 'paper', 'parallel'",
+        ),
+        (lambda: choco.choco_gossip(2.0, TOP1), r"gamma must be a number in \(0, 1\]"),
+        (
+            lambda: choco.choco_gossip(0.5, None),
+            r"compressor must be a decsim Compressor.*got None",
+        ),
+        (
+            lambda: choco.naive_compressed_gossip(0.5, TOP1, form="q1"),
+            r"form must be 'carli'.*'aysal'",
+        ),
+        (
+            lambda: choco.dcd_psgd(0.1, C.top_k(0.01)),
+            r"dcd_psgd requires an unbiased compressor.*top_k\(0.01\).*unbiased=True",
+        ),
+        (lambda: choco.dcd_psgd(0.1, C.qsgd(16)), r"unbiased compressor"),
+        (
+            lambda: choco.deepsqueeze(0.1, -1.0, TOP1),
+            r"gamma must be a number in \(0, 1\]; got gamma=-1.0",
+        ),
+    ],
+)
 def test_factory_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -270,7 +349,9 @@ def test_choco_gossip_converges_linearly_while_naive_gossip_stalls():
     gamma = ds.algorithms.tune_gamma(topo, comp, d)
     steps, every = 400, 10
     hc = ds.run(choco.choco_gossip(gamma, comp), prob, topo, steps=steps, eval_every=every)
-    hn = ds.run(choco.naive_compressed_gossip(gamma, comp), prob, topo, steps=steps, eval_every=every)
+    hn = ds.run(
+        choco.naive_compressed_gossip(gamma, comp), prob, topo, steps=steps, eval_every=every
+    )
     ec, en = hc.metrics["consensus_error"], hn.metrics["consensus_error"]
     e0 = ec[0]
     # linear rate: log(error) is a straight line in t until float32 round-off (~1e-12 e0)
@@ -306,7 +387,9 @@ def ring9_logistic():
 
 
 @pytest.mark.slow
-def test_choco_top1_matches_dsgd_with_at_most_twice_the_steps_and_a_thirtieth_of_the_bits(ring9_logistic):
+def test_choco_top1_matches_dsgd_with_at_most_twice_the_steps_and_a_thirtieth_of_the_bits(
+    ring9_logistic,
+):
     """Ring of 9, digits, iid split, batch 32, same learning rate 0.1 for both; gamma from
     tune_gamma on the model's leaf sizes; mean of 3 seeds. D-SGD runs T = 500 steps; Choco-SGD
     (top-1%) must reach D-SGD's final suboptimality f(x̄) − f* within 2T steps, having sent at
@@ -316,12 +399,16 @@ def test_choco_top1_matches_dsgd_with_at_most_twice_the_steps_and_a_thirtieth_of
     gamma = ds.algorithms.tune_gamma(topo, comp, ds.tree.leaf_sizes(prob.params0))
     T, every, seeds = 500, 25, [0, 1, 2]
     hd = ds.run(ds.algorithms.dsgd(0.1), prob, topo, steps=T, eval_every=every, seeds=seeds)
-    hc = ds.run(choco.choco_sgd(0.1, gamma, comp), prob, topo, steps=2 * T, eval_every=every, seeds=seeds)
+    hc = ds.run(
+        choco.choco_sgd(0.1, gamma, comp), prob, topo, steps=2 * T, eval_every=every, seeds=seeds
+    )
     assert not hd.diverged.any() and not hc.diverged.any()
     target = hd.metrics["loss"][:, -1].mean() - f_star
     sub = hc.metrics["loss"].mean(axis=0) - f_star
     reached = np.flatnonzero(sub <= target)
-    assert reached.size, f"Choco-SGD did not reach {target:.4g} in {2 * T} steps (best {sub.min():.4g})"
+    assert reached.size, (
+        f"Choco-SGD did not reach {target:.4g} in {2 * T} steps (best {sub.min():.4g})"
+    )
     first = reached[0]
     assert hc.steps[first] <= 2 * T
     assert hc.metrics["bits"][0, first] <= hd.metrics["bits"][0, -1] / 30
@@ -332,7 +419,9 @@ def test_dcd_psgd_with_rand_1_percent_diverges_where_choco_converges(ring9_logis
     """The Choco papers' observation: unbiased rand-1% has variance 99||x||², and DCD-PSGD at the
     learning rate where Choco-SGD (rand-1%, biased) converges blows up."""
     prob, topo, _ = ring9_logistic
-    hd = ds.run(choco.dcd_psgd(0.1, C.rand_k(0.01, unbiased=True)), prob, topo, steps=200, eval_every=20)
+    hd = ds.run(
+        choco.dcd_psgd(0.1, C.rand_k(0.01, unbiased=True)), prob, topo, steps=200, eval_every=20
+    )
     hc = ds.run(choco.choco_sgd(0.1, 0.006, C.rand_k(0.01)), prob, topo, steps=200, eval_every=20)
     assert hd.diverged and 0 < hd.diverged_step <= 200
     assert not hc.diverged and hc.metrics["loss"][-1] < hc.metrics["loss"][0]

@@ -74,13 +74,13 @@ def _vectors(d, seed=0):
             np.linspace(-1, 2, d)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jit(comp):
     """One jitted compress per compressor (reused across tests, so compiled once per shape)."""
     return jax.jit(comp.compress)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _many(comp):
     return jax.jit(jax.vmap(comp.compress, in_axes=(0, None)))
 
@@ -166,7 +166,8 @@ def test_shape_dtype_vmap_jit(name):
     np.testing.assert_allclose(y_jit, y, rtol=1e-6, atol=1e-6)
     # vmap over workers: row w is compress(key_w, x_w); new values and keys, same shapes: no retrace
     for w in range(3):
-        np.testing.assert_allclose(Y[w], jitted(keys[w], X[w], keys, X, xb)[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(Y[w], jitted(keys[w], X[w], keys, X, xb)[0], rtol=1e-6,
+        atol=1e-6)
     assert len(traces) == 1
     # bits are a float32 scalar that only depends on the leaf size
     b = comp.bits(y)
@@ -179,7 +180,9 @@ def test_bits_and_omega_follow_the_table(name):
     for d in (1, 2, 7, 50, 100, 2000):
         y = jnp.ones(d)  # bits depend on the leaf size only
         assert float(comp.bits(y)) == bits(d), d
-        assert float(comp.bits(y.reshape(1, d))) == float(comp.bits(y))  # the size counts, not the shape
+        assert float(comp.bits(y.reshape(1, d))) == float(
+            comp.bits(y)
+        )  # the size counts, not the shape
         if omega is None:
             assert comp.omega is None
         else:
@@ -205,7 +208,9 @@ def test_contraction_deterministic_exact(name):
         omega = comp.omega(d)
         for x in _vectors(d):
             x32 = np.float32(x)
-            err = float(np.sum(np.square(np.asarray(_jit(comp)(None, jnp.asarray(x32)), np.float64) - x32)))
+            err = float(
+                np.sum(np.square(np.asarray(_jit(comp)(None, jnp.asarray(x32)), np.float64) - x32))
+            )
             norm2 = float(np.sum(np.square(x32.astype(np.float64))))
             assert err <= (1.0 - omega) * norm2 * (1 + 1e-5) + 1e-6, (d, err, norm2)
 
@@ -216,8 +221,9 @@ def test_sign_error_is_exactly_one_minus_its_x_dependent_quality():
         x = np.asarray(np.float32(x), np.float64)
         y = np.asarray(_jit(comp)(None, jnp.asarray(x, jnp.float32)), np.float64)
         omega_x = np.sum(np.abs(x)) ** 2 / (D_MC * np.sum(x**2))
-        np.testing.assert_allclose(np.sum((y - x) ** 2), (1 - omega_x) * np.sum(x**2), rtol=1e-5,
-                                   atol=1e-6 * np.sum(x**2))
+        np.testing.assert_allclose(
+            np.sum((y - x) ** 2), (1 - omega_x) * np.sum(x**2), rtol=1e-5, atol=1e-6 * np.sum(x**2)
+        )
         assert omega_x >= comp.omega(D_MC)
 
 
@@ -257,7 +263,9 @@ def test_unbiased_in_monte_carlo_mean(name):
     # per coordinate, with Z standard errors
     assert np.all(np.abs(mean - x) <= Z * np.sqrt(var / K) + 1e-9)
     # power: the biased twin (same sampling, scaled) fails the same test by far
-    biased = {"rand_k_unbiased": C.rand_k(0.1), "qsgd_unbiased": C.qsgd(4), "dithered": C.qsgd(16)}[name]
+    biased = {"rand_k_unbiased": C.rand_k(0.1), "qsgd_unbiased": C.qsgd(4), "dithered": C.qsgd(16)}[
+        name
+    ]
     bmean = _draws(biased, x).mean(axis=0)
     assert np.sum((bmean - x) ** 2) > 30.0 * expected
 
@@ -287,7 +295,9 @@ def test_top_k_keeps_the_largest_entries_with_lax_top_k():
     want = np.zeros_like(x)
     want[keep] = x[keep]
     np.testing.assert_array_equal(y, want)
-    primitives = {eqn.primitive.name for eqn in jax.make_jaxpr(comp.compress)(None, jnp.asarray(x)).jaxpr.eqns}
+    primitives = {
+        eqn.primitive.name for eqn in jax.make_jaxpr(comp.compress)(None, jnp.asarray(x)).jaxpr.eqns
+    }
     assert "top_k" in primitives and "sort" not in primitives
 
 
@@ -297,7 +307,9 @@ def test_rand_k_keeps_exactly_k_uniformly_chosen_entries():
         draws = _draws(comp, x)
         kept = draws != 0
         assert np.all(kept.sum(axis=1) == 5)
-        np.testing.assert_allclose(draws[kept], (np.broadcast_to(x, draws.shape) * scale)[kept], rtol=1e-6)
+        np.testing.assert_allclose(
+            draws[kept], (np.broadcast_to(x, draws.shape) * scale)[kept], rtol=1e-6
+        )
         freq = kept.mean(axis=0)  # inclusion probability k/d = 0.1 for every index
         assert np.all(np.abs(freq - 0.1) <= Z * np.sqrt(0.1 * 0.9 / K))
 
@@ -318,23 +330,26 @@ def test_qsgd_values_lie_on_the_level_grid(name):
     assert len(np.unique(np.round(j[:, 0]))) == 2
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: C.top_k(0.0), r"fraction must be a number in \(0, 1\].*fraction=0.0"),
-    (lambda: C.top_k(-0.5), r"fraction=-0.5"),
-    (lambda: C.top_k(1.5), r"fraction=1.5"),
-    (lambda: C.top_k(float("nan")), r"fraction=nan"),
-    (lambda: C.top_k("0.1"), r"fraction='0.1'"),
-    (lambda: C.rand_k(True), r"fraction=True"),
-    (lambda: C.rand_k(2.0), r"fraction=2.0"),
-    (lambda: C.rand_k(0.1, unbiased="yes"), r"unbiased must be True or False"),
-    (lambda: C.qsgd(0), r"levels must be an integer >= 1.*levels=0"),
-    (lambda: C.qsgd(-3), r"levels=-3"),
-    (lambda: C.qsgd(2.5), r"levels=2.5"),
-    (lambda: C.qsgd(True), r"levels=True"),
-    (lambda: C.qsgd("4"), r"levels='4'"),
-    (lambda: C.dithered(0), r"levels=0"),
-    (lambda: C.dithered(None), r"levels=None"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: C.top_k(0.0), r"fraction must be a number in \(0, 1\].*fraction=0.0"),
+        (lambda: C.top_k(-0.5), r"fraction=-0.5"),
+        (lambda: C.top_k(1.5), r"fraction=1.5"),
+        (lambda: C.top_k(float("nan")), r"fraction=nan"),
+        (lambda: C.top_k("0.1"), r"fraction='0.1'"),
+        (lambda: C.rand_k(True), r"fraction=True"),
+        (lambda: C.rand_k(2.0), r"fraction=2.0"),
+        (lambda: C.rand_k(0.1, unbiased="yes"), r"unbiased must be True or False"),
+        (lambda: C.qsgd(0), r"levels must be an integer >= 1.*levels=0"),
+        (lambda: C.qsgd(-3), r"levels=-3"),
+        (lambda: C.qsgd(2.5), r"levels=2.5"),
+        (lambda: C.qsgd(True), r"levels=True"),
+        (lambda: C.qsgd("4"), r"levels='4'"),
+        (lambda: C.dithered(0), r"levels=0"),
+        (lambda: C.dithered(None), r"levels=None"),
+    ],
+)
 def test_bad_arguments_raise(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -346,8 +361,10 @@ def test_bad_arguments_raise(bad, match):
 
 def test_compress_stacked_per_worker_per_leaf_and_bits():
     n = 4
-    X = {"w": jnp.tile(jnp.arange(1.0, 41.0).reshape(1, 8, 5), (n, 1, 1)),
-         "b": jnp.tile(jnp.arange(1.0, 41.0)[None, :], (n, 1))}  # equal rows, equal leaves
+    X = {
+        "w": jnp.tile(jnp.arange(1.0, 41.0).reshape(1, 8, 5), (n, 1, 1)),
+        "b": jnp.tile(jnp.arange(1.0, 41.0)[None, :], (n, 1)),
+    }  # equal rows, equal leaves
     key = jax.random.PRNGKey(7)
     comp = C.rand_k(0.1)
     X_hat, bits = jax.jit(lambda k, X: C.compress_stacked(comp, k, X))(key, X)
@@ -358,7 +375,8 @@ def test_compress_stacked_per_worker_per_leaf_and_bits():
     # independent keys: equal inputs on different workers / leaves give different masks
     assert len({m.tobytes() for m in masks_w}) == n
     assert any((masks_w[i] != masks_b[i]).any() for i in range(n))
-    # the documented derivation: leaf i (jax.tree order: b, w), worker j -> split(fold_in(key, i), n)[j]
+    # the documented derivation: leaf i (jax.tree order: b, w), worker j -> split(fold_in(key, i),
+    # n)[j]
     for i, name in enumerate(["b", "w"]):
         keys = jax.random.split(jax.random.fold_in(key, i), n)
         for j in range(n):
@@ -410,13 +428,31 @@ def test_tune_gamma_ties_at_round_off_go_to_the_fastest(ring9):
     assert np.sum(errors < 1e-10 * errors.max()) >= 3  # several candidates did tie
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda t: ds.algorithms.tune_gamma("ring", C.top_k(0.1), 10), r"topology must be a decsim Topology"),
-    (lambda t: ds.algorithms.tune_gamma(t, "top_k", 10), r"compressor must be a decsim Compressor"),
-    (lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 0), r"d must be a positive integer.*d=0"),
-    (lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 10, rounds=0), r"rounds must be an integer >= 1; got rounds=0"),
-    (lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 10, grid=[0.5, 2.0]), r"grid must be .* in \(0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (
+            lambda t: ds.algorithms.tune_gamma("ring", C.top_k(0.1), 10),
+            r"topology must be a decsim Topology",
+        ),
+        (
+            lambda t: ds.algorithms.tune_gamma(t, "top_k", 10),
+            r"compressor must be a decsim Compressor",
+        ),
+        (
+            lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 0),
+            r"d must be a positive integer.*d=0",
+        ),
+        (
+            lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 10, rounds=0),
+            r"rounds must be an integer >= 1; got rounds=0",
+        ),
+        (
+            lambda t: ds.algorithms.tune_gamma(t, C.top_k(0.1), 10, grid=[0.5, 2.0]),
+            r"grid must be .* in \(0, 1\]",
+        ),
+    ],
+)
 def test_tune_gamma_bad_arguments(bad, match, ring9):
     with pytest.raises(ValueError, match=match):
         bad(ring9)

@@ -44,8 +44,12 @@ def test_canonical_fills_defaults_so_spellings_hash_alike():
     assert list(c["algorithm"]) == ["name", "learning_rate", "gossip_every", "local_optimizer"]
     # an integer learning rate is the same number as its float
     one = base(algorithm={"name": "dsgd", "learning_rate": 1})
-    assert config.config_hash(one) == config.config_hash(base(algorithm={"name": "dsgd", "learning_rate": 1.0}))
-    assert config.config_hash(base(algorithm={"name": "dsgd", "learning_rate": 0.2})) != config.config_hash(a)
+    assert config.config_hash(one) == config.config_hash(
+        base(algorithm={"name": "dsgd", "learning_rate": 1.0})
+    )
+    assert config.config_hash(
+        base(algorithm={"name": "dsgd", "learning_rate": 0.2})
+    ) != config.config_hash(a)
     assert config.config_hash(base(seed=1)) != config.config_hash(a)
     assert config.build_algorithm(a).hparams == {"learning_rate": 0.1}
 
@@ -58,35 +62,85 @@ def _error(cfg):
     return str(info.value)
 
 
-@pytest.mark.parametrize("changes, expected", [
-    (dict(algorithm={"name": "dsdg", "learning_rate": 0.1}),
-     ["unknown algorithm 'dsdg'", "gradient_tracking", "Did you mean 'dsgd'?"]),
-    (dict(algorithm={"name": "dsgd", "lerning_rate": 0.1}),
-     ["unknown argument 'lerning_rate' for algorithm dsgd", "gossip_every", "Did you mean 'learning_rate'?"]),
-    (dict(problem={"name": "quadratc", "dim": 3}),
-     ["unknown problem 'quadratc'", "logistic_regression", "Did you mean 'quadratic'?"]),
-    (dict(problem={"name": "quadratic", "dim": 3, "nosie": 0.1}),
-     ["unknown argument 'nosie' for problem quadratic", "heterogeneity", "Did you mean 'noise'?"]),
-    (dict(problem={"name": "quadratic"}), ["problem quadratic needs dim"]),
-    (dict(topology="rign"), ["unknown topology 'rign'", "torus", "Did you mean 'ring'?"]),
-    (dict(topology={"name": "ring", "weigths": "uniform"}),
-     ["unknown argument 'weigths' for topology ring", "Did you mean 'weights'?"]),
-    (dict(stpes=3), ["unknown config key 'stpes'", "eval_every", "Did you mean 'steps'?"]),
-    (dict(algorithm={"name": "dsgd", "learning_rate": {"schedule": "inverse_tim", "init_value": 1.0}}),
-     ["unknown schedule 'inverse_tim'", "exponential_decay", "Did you mean 'inverse_time'?"]),
-    (dict(algorithm={"name": "dsgd", "learning_rate": None,
-                     "local_optimizer": {"optax": "sgd", "learning_rat": 0.1}}),
-     ["unknown argument 'learning_rat' for optax.sgd", "momentum", "Did you mean 'learning_rate'?"]),
-    (dict(algorithm={"name": "dsgd", "learning_rate": {"init_value": 1.0}}), ["needs a 'schedule'"]),
-    (dict(steps=25), ["steps=25 is not a multiple of eval_every=10", "steps=20 or 30"]),
-    (dict(n_workers=0), ["'n_workers' must be an integer >= 1"]),
-    (dict(seed=0, seeds=[1, 2]), ["either seed", "not both"]),
-    (dict(topology={"name": "torus", "rows": 3, "cols": 3}), ["rows * cols = 9 but n_workers = 4"]),
-    (dict(topology="social"), ["has 32 workers but n_workers = 4", "set n_workers = 32"]),
-    (dict(algorithm={"name": "d2", "learning_rate": 0.1}, n_workers=6),  # λ_min(W) = −1/3
-     ["d2 requires the smallest eigenvalue"]),
-    (dict(algorithm={"name": "dsgd", "learning_rate": -1.0}), ["learning_rate must be a finite positive number"]),
-])
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        (
+            dict(algorithm={"name": "dsdg", "learning_rate": 0.1}),
+            ["unknown algorithm 'dsdg'", "gradient_tracking", "Did you mean 'dsgd'?"],
+        ),
+        (
+            dict(algorithm={"name": "dsgd", "lerning_rate": 0.1}),
+            [
+                "unknown argument 'lerning_rate' for algorithm dsgd",
+                "gossip_every",
+                "Did you mean 'learning_rate'?",
+            ],
+        ),
+        (
+            dict(problem={"name": "quadratc", "dim": 3}),
+            ["unknown problem 'quadratc'", "logistic_regression", "Did you mean 'quadratic'?"],
+        ),
+        (
+            dict(problem={"name": "quadratic", "dim": 3, "nosie": 0.1}),
+            [
+                "unknown argument 'nosie' for problem quadratic",
+                "heterogeneity",
+                "Did you mean 'noise'?",
+            ],
+        ),
+        (dict(problem={"name": "quadratic"}), ["problem quadratic needs dim"]),
+        (dict(topology="rign"), ["unknown topology 'rign'", "torus", "Did you mean 'ring'?"]),
+        (
+            dict(topology={"name": "ring", "weigths": "uniform"}),
+            ["unknown argument 'weigths' for topology ring", "Did you mean 'weights'?"],
+        ),
+        (dict(stpes=3), ["unknown config key 'stpes'", "eval_every", "Did you mean 'steps'?"]),
+        (
+            dict(
+                algorithm={
+                    "name": "dsgd",
+                    "learning_rate": {"schedule": "inverse_tim", "init_value": 1.0},
+                }
+            ),
+            ["unknown schedule 'inverse_tim'", "exponential_decay", "Did you mean 'inverse_time'?"],
+        ),
+        (
+            dict(
+                algorithm={
+                    "name": "dsgd",
+                    "learning_rate": None,
+                    "local_optimizer": {"optax": "sgd", "learning_rat": 0.1},
+                }
+            ),
+            [
+                "unknown argument 'learning_rat' for optax.sgd",
+                "momentum",
+                "Did you mean 'learning_rate'?",
+            ],
+        ),
+        (
+            dict(algorithm={"name": "dsgd", "learning_rate": {"init_value": 1.0}}),
+            ["needs a 'schedule'"],
+        ),
+        (dict(steps=25), ["steps=25 is not a multiple of eval_every=10", "steps=20 or 30"]),
+        (dict(n_workers=0), ["'n_workers' must be an integer >= 1"]),
+        (dict(seed=0, seeds=[1, 2]), ["either seed", "not both"]),
+        (
+            dict(topology={"name": "torus", "rows": 3, "cols": 3}),
+            ["rows * cols = 9 but n_workers = 4"],
+        ),
+        (dict(topology="social"), ["has 32 workers but n_workers = 4", "set n_workers = 32"]),
+        (
+            dict(algorithm={"name": "d2", "learning_rate": 0.1}, n_workers=6),  # λ_min(W) = −1/3
+            ["d2 requires the smallest eigenvalue"],
+        ),
+        (
+            dict(algorithm={"name": "dsgd", "learning_rate": -1.0}),
+            ["learning_rate must be a finite positive number"],
+        ),
+    ],
+)
 def test_bad_configs_fail_before_compilation_with_the_valid_names(changes, expected):
     message = _error(base(**changes))
     for part in expected:
@@ -110,19 +164,31 @@ def test_compressor_tables_and_short_form(monkeypatch):
         return ds.algorithms.dsgd(learning_rate)
 
     monkeypatch.setattr(config, "algorithms", lambda: {"fake": fake_algorithm})
-    monkeypatch.setattr(config, "compressors", lambda: {"top_k": compression.top_k, "sign": compression.sign})
-    table = base(algorithm={"name": "fake", "learning_rate": 0.1,
-                            "compressor": {"name": "top_k", "fraction": 0.5}})
+    monkeypatch.setattr(
+        config, "compressors", lambda: {"top_k": compression.top_k, "sign": compression.sign}
+    )
+    table = base(
+        algorithm={
+            "name": "fake",
+            "learning_rate": 0.1,
+            "compressor": {"name": "top_k", "fraction": 0.5},
+        }
+    )
     short = base(algorithm={"name": "fake", "learning_rate": 0.1, "compressor": "top_k(0.5)"})
-    keyword = base(algorithm={"name": "fake", "learning_rate": 0.1, "compressor": "top_k(fraction=0.5)"})
+    keyword = base(
+        algorithm={"name": "fake", "learning_rate": 0.1, "compressor": "top_k(fraction=0.5)"}
+    )
     assert config.canonical(table) == config.canonical(short) == config.canonical(keyword)
     assert config.canonical(table)["algorithm"]["compressor"] == {"name": "top_k", "fraction": 0.5}
     config.build(table)
     config.build(short)
     assert seen[0] is seen[1] and seen[0].name == compression.top_k(0.5).name
-    for bad, part in [("top_kk(0.5)", "Did you mean 'top_k'?"), ("top_k(0.5, 1, 2)", "at most 1 positional"),
-                      ("top_k(x)", "cannot read the arguments"),
-                      ({"name": "top_k", "fractoin": 0.5}, "Did you mean 'fraction'?")]:
+    for bad, part in [
+        ("top_kk(0.5)", "Did you mean 'top_k'?"),
+        ("top_k(0.5, 1, 2)", "at most 1 positional"),
+        ("top_k(x)", "cannot read the arguments"),
+        ({"name": "top_k", "fractoin": 0.5}, "Did you mean 'fraction'?"),
+    ]:
         cfg = base(algorithm={"name": "fake", "learning_rate": 0.1, "compressor": bad})
         with pytest.raises(ValueError, match="compressor") as info:
             config.canonical(cfg)
@@ -136,9 +202,16 @@ def test_schedules_and_optax_tables_build_shared_objects():
     lr = a.args["learning_rate"]
     assert float(lr(0)) == pytest.approx(0.5) and float(lr(100)) == pytest.approx(0.25)
     assert lr is b.args["learning_rate"] and a.step is b.step  # one compiled program
-    opt = {"optax": "sgd", "learning_rate": {"schedule": "exponential_decay", "init_value": 0.1,
-                                             "transition_steps": 10, "decay_rate": 0.5},
-           "momentum": 0.9}
+    opt = {
+        "optax": "sgd",
+        "learning_rate": {
+            "schedule": "exponential_decay",
+            "init_value": 0.1,
+            "transition_steps": 10,
+            "decay_rate": 0.5,
+        },
+        "momentum": 0.9,
+    }
     cfg = base(algorithm={"name": "dsgd", "learning_rate": None, "local_optimizer": opt})
     one, two = config.build_algorithm(cfg), config.build_algorithm(cfg)
     assert one.step is two.step
@@ -147,21 +220,33 @@ def test_schedules_and_optax_tables_build_shared_objects():
 
 def test_topology_sizes_and_time_varying_modifiers():
     assert config.build_topology(base(topology="torus", n_workers=12)).name == "torus(3x4)"
-    assert config.build_topology(base(topology={"name": "torus", "rows": 2, "cols": 6},
-                                      n_workers=12)).name == "torus(2x6)"
-    assert config.build_topology(base(topology={"name": "erdos_renyi", "p": 0.5, "seed": 3},
-                                      n_workers=8)).n == 8
+    assert (
+        config.build_topology(
+            base(topology={"name": "torus", "rows": 2, "cols": 6}, n_workers=12)
+        ).name
+        == "torus(2x6)"
+    )
+    assert (
+        config.build_topology(
+            base(topology={"name": "erdos_renyi", "p": 0.5, "seed": 3}, n_workers=8)
+        ).n
+        == 8
+    )
     assert config.build_topology(base(topology="social", n_workers=32)).n == 32
     if "link_failures" in config.topology_modifiers():
-        topo = config.build_topology(base(topology={"name": "ring", "link_failures": {"p_drop": 0.2}}))
+        topo = config.build_topology(
+            base(topology={"name": "ring", "link_failures": {"p_drop": 0.2}})
+        )
         assert topo.time_varying and "p_drop=0.2" in topo.name
 
 
 def test_toml_files(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('n_workers = 4\nsteps = 20\neval_every = 10\nseeds = [0, 1]\ntopology = "ring"\n'
-                    '[algorithm]\nname = "dsgd"\nlearning_rate = 0.1\n'
-                    '[problem]\nname = "quadratic"\ndim = 3\nnoise = 0.1\nseed = 1\n')
+    path.write_text(
+        'n_workers = 4\nsteps = 20\neval_every = 10\nseeds = [0, 1]\ntopology = "ring"\n'
+        '[algorithm]\nname = "dsgd"\nlearning_rate = 0.1\n'
+        '[problem]\nname = "quadratic"\ndim = 3\nnoise = 0.1\nseed = 1\n'
+    )
     assert config.canonical(config.load(path)) == config.canonical(base(seeds=[0, 1]))
     (tmp_path / "bad.toml").write_text("steps = = 3\n")
     with pytest.raises(ValueError, match="not valid TOML"):

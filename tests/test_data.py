@@ -162,18 +162,28 @@ def test_partition_of_tiny_label_set():
         assert sorted(len(p) for p in parts) == [1, 1, 1, 1, 1]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_workers=4, scheme="dirichlett"),
-     re.escape("partition='dirichlett' is unknown") + ".*" + re.escape("Did you mean 'dirichlet'?")),
-    (dict(n_workers=4, scheme="sorte"), re.escape("Did you mean 'sorted'?")),
-    (dict(n_workers=2000, scheme="iid"), "n_workers=2000 exceeds the 1797 training samples"),
-    (dict(n_workers=0, scheme="iid"), "n_workers must be an integer >= 1"),
-    (dict(n_workers=2.0, scheme="iid"), "n_workers must be an integer >= 1"),
-    (dict(n_workers=4, scheme="dirichlet", alpha=0.0), "alpha must be positive.*alpha=0.0"),
-    (dict(n_workers=4, scheme="dirichlet", alpha=-1.0), "alpha must be positive.*alpha=-1.0"),
-    (dict(n_workers=4, scheme="shards", shards_per_worker=0), "shards_per_worker must be"),
-    (dict(n_workers=1000, scheme="shards", shards_per_worker=2), "n_workers \\* shards_per_worker"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(n_workers=4, scheme="dirichlett"),
+            re.escape("partition='dirichlett' is unknown")
+            + ".*"
+            + re.escape("Did you mean 'dirichlet'?"),
+        ),
+        (dict(n_workers=4, scheme="sorte"), re.escape("Did you mean 'sorted'?")),
+        (dict(n_workers=2000, scheme="iid"), "n_workers=2000 exceeds the 1797 training samples"),
+        (dict(n_workers=0, scheme="iid"), "n_workers must be an integer >= 1"),
+        (dict(n_workers=2.0, scheme="iid"), "n_workers must be an integer >= 1"),
+        (dict(n_workers=4, scheme="dirichlet", alpha=0.0), "alpha must be positive.*alpha=0.0"),
+        (dict(n_workers=4, scheme="dirichlet", alpha=-1.0), "alpha must be positive.*alpha=-1.0"),
+        (dict(n_workers=4, scheme="shards", shards_per_worker=0), "shards_per_worker must be"),
+        (
+            dict(n_workers=1000, scheme="shards", shards_per_worker=2),
+            "n_workers \\* shards_per_worker",
+        ),
+    ],
+)
 def test_partition_errors(digits_labels, kwargs, message):
     with pytest.raises(ValueError, match=message):
         D.partition(digits_labels, **kwargs)
@@ -194,11 +204,11 @@ def test_stack_pads_with_counts():
     assert xs.shape == (3, 6, 3) and xs.dtype == np.float32
     assert ys.shape == (3, 6) and ys.dtype == np.int32
     for w, p in enumerate(parts):
-        np.testing.assert_array_equal(xs[w, :len(p)], X[p])
-        np.testing.assert_array_equal(ys[w, :len(p)], y[p])
+        np.testing.assert_array_equal(xs[w, : len(p)], X[p])
+        np.testing.assert_array_equal(ys[w, : len(p)], y[p])
         # padding rows are copies of the worker's first row (valid inputs, never used)
-        np.testing.assert_array_equal(xs[w, len(p):], np.broadcast_to(X[p[0]], (6 - len(p), 3)))
-        np.testing.assert_array_equal(ys[w, len(p):], np.full(6 - len(p), y[p[0]]))
+        np.testing.assert_array_equal(xs[w, len(p) :], np.broadcast_to(X[p[0]], (6 - len(p), 3)))
+        np.testing.assert_array_equal(ys[w, len(p) :], np.full(6 - len(p), y[p[0]]))
 
 
 def test_stack_of_a_partition(digits_labels):
@@ -207,7 +217,7 @@ def test_stack_of_a_partition(digits_labels):
     (ys,), counts = D.stack([y], parts)
     assert ys.shape == (6, max(len(p) for p in parts))
     assert int(counts.sum()) == len(y)
-    merged = np.concatenate([ys[w, :counts[w]] for w in range(6)])
+    merged = np.concatenate([ys[w, : counts[w]] for w in range(6)])
     np.testing.assert_array_equal(np.bincount(merged, minlength=10), np.bincount(y, minlength=10))
 
 
@@ -270,11 +280,16 @@ def test_logistic_full_loss_weighs_every_worker_equally(dataset):
     assert len(set(prob.counts.tolist())) > 1  # unequal counts, so padding exists
     _, f, c = SIZES[dataset]
     rng = np.random.default_rng(0)
-    params = {"w": rng.normal(size=(f, c)).astype(np.float32) * 0.3,
-              "b": rng.normal(size=c).astype(np.float32)}
-    expected = np.mean([
-        _numpy_xent(params, prob.data["x"][i, :k], prob.data["y"][i, :k], 1e-2)
-        for i, k in enumerate(prob.counts)])
+    params = {
+        "w": rng.normal(size=(f, c)).astype(np.float32) * 0.3,
+        "b": rng.normal(size=c).astype(np.float32),
+    }
+    expected = np.mean(
+        [
+            _numpy_xent(params, prob.data["x"][i, :k], prob.data["y"][i, :k], 1e-2)
+            for i, k in enumerate(prob.counts)
+        ]
+    )
     got = float(P.full_loss(prob)(jax.tree.map(jnp.asarray, params)))
     assert got == pytest.approx(expected, rel=1e-4)
     # at zero parameters every sample costs log(c)
@@ -303,7 +318,7 @@ def _worker_grads(prob, x):
     """Stacked ∇f_i(x) (numpy float64), from the problem's own loss on each worker's rows."""
     grads = []
     for i in range(prob.n_workers):
-        data_i = jax.tree.map(lambda a: jnp.asarray(a[i, :prob.counts[i]]), prob.data)
+        data_i = jax.tree.map(lambda a, i=i: jnp.asarray(a[i, : prob.counts[i]]), prob.data)
         grads.append(np.asarray(jax.grad(prob.loss_fn)(x, data_i), np.float64))
     return np.stack(grads)
 
@@ -343,8 +358,12 @@ def test_quadratic_zeta2(quad):
     assert quad.info["zeta2"] == pytest.approx(1.5**2, rel=1e-6)  # heterogeneity²
     # and the mean of the local gradients is the full gradient
     x = jnp.asarray(rng.normal(size=5).astype(np.float32))
-    np.testing.assert_allclose(_worker_grads(quad, x).mean(axis=0),
-                               np.asarray(jax.grad(P.full_loss(quad))(x)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _worker_grads(quad, x).mean(axis=0),
+        np.asarray(jax.grad(P.full_loss(quad))(x)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_quadratic_mu_and_L_are_extreme_eigenvalues(quad):
@@ -358,21 +377,31 @@ def test_quadratic_mu_and_L_are_extreme_eigenvalues(quad):
 def test_quadratic_single_worker_and_isotropic():
     one = P.quadratic(1, 3, seed=0)
     assert one.info["zeta2"] == 0.0
-    np.testing.assert_allclose(np.asarray(jax.grad(P.full_loss(one))(jnp.asarray(one.info["x_star"]))),
-                               0.0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(jax.grad(P.full_loss(one))(jnp.asarray(one.info["x_star"]))),
+        0.0,
+        rtol=0,
+        atol=1e-6,
+    )
     iso = P.quadratic(4, 3, mu=0.5, L=0.5, seed=0)
     H = np.asarray(jax.hessian(P.full_loss(iso))(jnp.zeros(3, jnp.float32)))
     np.testing.assert_allclose(H, 0.5 * np.eye(3), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_workers=0, dim=3), "n_workers must be"),
-    (dict(n_workers=2, dim=0), "dim must be an integer >= 1"),
-    (dict(n_workers=2, dim=3, mu=0.0), "mu must be a finite positive number; got mu=0.0"),
-    (dict(n_workers=2, dim=3, mu=2.0, L=1.0), "need 0 < mu <= L"),
-    (dict(n_workers=2, dim=3, noise=-1.0), "noise must be a finite number >= 0; got noise=-1.0"),
-    (dict(n_workers=2, dim=3, heterogeneity="1"), "heterogeneity must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_workers=0, dim=3), "n_workers must be"),
+        (dict(n_workers=2, dim=0), "dim must be an integer >= 1"),
+        (dict(n_workers=2, dim=3, mu=0.0), "mu must be a finite positive number; got mu=0.0"),
+        (dict(n_workers=2, dim=3, mu=2.0, L=1.0), "need 0 < mu <= L"),
+        (
+            dict(n_workers=2, dim=3, noise=-1.0),
+            "noise must be a finite number >= 0; got noise=-1.0",
+        ),
+        (dict(n_workers=2, dim=3, heterogeneity="1"), "heterogeneity must be a finite number >= 0"),
+    ],
+)
 def test_quadratic_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         P.quadratic(**kwargs)
@@ -392,7 +421,9 @@ def test_consensus_target_is_the_initial_mean():
     assert prob.info["f_star"] == pytest.approx(f_star, rel=1e-5)
     assert float(f(x_star)) == pytest.approx(f_star, rel=1e-5)
     # consensus_error at the start is (1/n) Σ ||a_i − ā||²
-    err = float(prob.extra_metrics(jnp.asarray(prob.params0), jnp.asarray(prob.aux))["consensus_error"])
+    err = float(
+        prob.extra_metrics(jnp.asarray(prob.params0), jnp.asarray(prob.aux))["consensus_error"]
+    )
     assert err == pytest.approx(2 * f_star, rel=1e-5)
 
 
@@ -425,7 +456,9 @@ def test_optimum_is_stationary_on_real_data():
     assert value < float(f(jax.tree.map(lambda a: jnp.asarray(a[0]), prob.params0))) - 0.5
     rng = np.random.default_rng(0)
     for _ in range(3):
-        nearby = jax.tree.map(lambda a: jnp.asarray(a + 1e-2 * rng.normal(size=a.shape), jnp.float32), x)
+        nearby = jax.tree.map(
+            lambda a: jnp.asarray(a + 1e-2 * rng.normal(size=a.shape), jnp.float32), x
+        )
         assert float(f(nearby)) >= value - 1e-6
     assert jax.tree.leaves(x)[0].dtype == np.float32
 
@@ -440,16 +473,24 @@ def _mse(params, batch):
 
 def test_custom_problem():
     rng = np.random.default_rng(0)
-    data = {"x": rng.normal(size=(4, 10, 3)).astype(np.float32),
-            "y": rng.normal(size=(4, 10)).astype(np.float32)}
+    data = {
+        "x": rng.normal(size=(4, 10, 3)).astype(np.float32),
+        "y": rng.normal(size=(4, 10)).astype(np.float32),
+    }
     prob = P.custom(_mse, np.zeros(3, np.float32), data)
     assert prob.n_workers == 4
     assert prob.params0.shape == (4, 3)
     np.testing.assert_array_equal(prob.counts, np.full(4, 10))
     assert prob.counts.dtype == np.int32
     assert prob.batch_size is None and prob.test_metrics is None
-    with_test = P.custom(_mse, np.zeros(3, np.float32), data, counts=[10, 3, 1, 7], batch_size=2,
-                         test_data={"x": data["x"][0], "y": data["y"][0]})
+    with_test = P.custom(
+        _mse,
+        np.zeros(3, np.float32),
+        data,
+        counts=[10, 3, 1, 7],
+        batch_size=2,
+        test_data={"x": data["x"][0], "y": data["y"][0]},
+    )
     np.testing.assert_array_equal(with_test.counts, [10, 3, 1, 7])
     assert with_test.batch_size == 2
     metrics = with_test.test_metrics(jnp.ones(3, jnp.float32), with_test.test_data)
@@ -457,13 +498,18 @@ def test_custom_problem():
     assert float(metrics["test_loss"]) == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("worker_data", [
-    {"x": np.zeros((4, 10, 3)), "y": np.zeros((4, 9))},
-    {"x": np.zeros((4, 10, 3)), "y": np.zeros((3, 10))},
-    {"x": np.zeros((4, 10, 3)), "y": np.zeros(4)},
-])
+@pytest.mark.parametrize(
+    "worker_data",
+    [
+        {"x": np.zeros((4, 10, 3)), "y": np.zeros((4, 9))},
+        {"x": np.zeros((4, 10, 3)), "y": np.zeros((3, 10))},
+        {"x": np.zeros((4, 10, 3)), "y": np.zeros(4)},
+    ],
+)
 def test_custom_rejects_mismatched_leading_shapes(worker_data):
-    with pytest.raises(ValueError, match=r"every leaf of worker_data must have shape \[n_workers, m"):
+    with pytest.raises(
+        ValueError, match=r"every leaf of worker_data must have shape \[n_workers, m"
+    ):
         P.custom(_mse, np.zeros(3), worker_data)
 
 

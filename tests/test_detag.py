@@ -63,7 +63,9 @@ def test_detag_with_W_equal_J_is_minibatch_sgd_on_RBn_samples(ls):  # noqa: F811
         for r in range(R):
             worker_keys = jax.random.split(jax.random.fold_in(step_key, r), N)
             for i in range(N):
-                idx = np.asarray(jax.random.randint(jax.random.split(worker_keys[i])[0], (b,), 0, M))
+                idx = np.asarray(
+                    jax.random.randint(jax.random.split(worker_keys[i])[0], (b,), 0, M)
+                )
                 rows_A.append(A[i, idx])
                 rows_y.append(y[i, idx])
         PA, Py = np.concatenate(rows_A), np.concatenate(rows_y)
@@ -74,11 +76,15 @@ def test_detag_with_W_equal_J_is_minibatch_sgd_on_RBn_samples(ls):  # noqa: F811
 def test_accelerated_gossip_keeps_the_mean_and_tracker_invariant(ls, topo):  # noqa: F811
     prob, _, _ = ls
     stoch = prob._replace(batch_size=2)
-    X, Y, G = trajectory(detag(0.05, 4), stoch, topo, 10, seed=1, record=lambda s: (s.X, s.Y, s.G_prev))
+    X, Y, G = trajectory(
+        detag(0.05, 4), stoch, topo, 10, seed=1, record=lambda s: (s.X, s.Y, s.G_prev)
+    )
     np.testing.assert_allclose(Y[1:].mean(axis=1), G[1:].mean(axis=1), atol=1e-4)
     cons = ds.problems.consensus(N, 6, seed=3)
     Z = trajectory(accelerated_gossip(7), cons, topo, 5)
-    np.testing.assert_allclose(Z.mean(axis=1), np.broadcast_to(cons.params0.mean(0), (6, 6)), atol=1e-5)
+    np.testing.assert_allclose(
+        Z.mean(axis=1), np.broadcast_to(cons.params0.mean(0), (6, 6)), atol=1e-5
+    )
     assert np.abs(Z[-1] - Z[-1].mean(0)).max() < 0.5 * np.abs(Z[0] - Z[0].mean(0)).max()
 
 
@@ -99,7 +105,8 @@ def _rounds_to_shrink(W, lam, accelerate, factor=1e-3, cap=100000):
 
 
 def test_accelerated_gossip_rounds_scale_like_inverse_sqrt_gap():
-    """Rounds to cut the consensus error 1000x: slope ~1/2 in 1/gap with acceleration, ~1 without."""
+    """Rounds to cut the consensus error 1000x: slope ~1/2 in 1/gap with acceleration, ~1 "
+    "without."""
     gaps, acc, plain = [], [], []
     for n in (16, 32, 64, 128):
         t = ds.topology.ring(n)
@@ -142,7 +149,8 @@ def test_costs_and_validation(ls, topo):  # noqa: F811
 def test_tracking_beats_dpsgd_on_label_sorted_data():
     """Lu & De Sa's setting: unshuffled (label-sorted) data on a ring of 16. At the same number of
     gradients per worker, with each method's learning rate tuned on a small grid (3 seeds), DeTAG
-    and gradient tracking reach a lower training loss than D-PSGD, whose heterogeneity bias stays."""
+    and gradient tracking reach a lower training loss than D-PSGD, whose heterogeneity bias
+    stays."""
     n, budget = 16, 1600
     prob = ds.problems.logistic_regression(n, "digits", partition="sorted", batch_size=8, l2=1e-3)
     topo = ds.topology.ring(n)
@@ -151,8 +159,15 @@ def test_tracking_beats_dpsgd_on_label_sorted_data():
     def best(algo, steps):
         finals = []
         for lr in grid:
-            h = ds.run(algo, prob, topo, steps=steps, eval_every=steps, seeds=[0, 1, 2],
-                       hparams={"learning_rate": lr})
+            h = ds.run(
+                algo,
+                prob,
+                topo,
+                steps=steps,
+                eval_every=steps,
+                seeds=[0, 1, 2],
+                hparams={"learning_rate": lr},
+            )
             finals.append(np.inf if h.diverged.any() else float(np.mean(h.metrics["loss"][:, -1])))
         return min(finals)
 

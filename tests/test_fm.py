@@ -38,10 +38,14 @@ def test_category_popularity_skew():
     for table in same + own:
         np.testing.assert_allclose(table.sum(axis=1), 1.0, rtol=1e-12)
     for table in same:
-        np.testing.assert_allclose(table, np.broadcast_to(table[0], table.shape))  # identical workers
+        np.testing.assert_allclose(
+            table, np.broadcast_to(table[0], table.shape)
+        )  # identical workers
     # skew = 1: every worker's popularity is a permutation of the same Zipf law, with its own top
     for table in own:
-        np.testing.assert_allclose(np.sort(table, axis=1), np.broadcast_to(np.sort(table[0]), table.shape))
+        np.testing.assert_allclose(
+            np.sort(table, axis=1), np.broadcast_to(np.sort(table[0]), table.shape)
+        )
     assert len(set(np.argmax(own[1], axis=1).tolist())) > 1
     with pytest.raises(ValueError, match=r"skew must be in \[0, 1\].*skew=1.5"):
         D.category_popularity(2, [5], skew=1.5)
@@ -49,8 +53,9 @@ def test_category_popularity_skew():
 
 def test_synthetic_ctr_ground_truth_and_frequencies():
     m, vocab = 20000, [5, 40, 200]
-    g = D.synthetic_ctr(m, vocab, embed_dim=3, n_groups=2, skew=0.5, signal=1.5, base_logit=-1.0,
-                        seed=3)
+    g = D.synthetic_ctr(
+        m, vocab, embed_dim=3, n_groups=2, skew=0.5, signal=1.5, base_logit=-1.0, seed=3
+    )
     idx, y, owner = g["idx"], g["y"], g["owner"]
     assert idx.shape == (m, 3) and idx.dtype == np.int32 and y.dtype == np.float32
     np.testing.assert_array_equal(g["offsets"], [0, 5, 45])
@@ -59,8 +64,9 @@ def test_synthetic_ctr_ground_truth_and_frequencies():
     np.testing.assert_array_equal(np.bincount(owner), [m // 2, m // 2])
     # the hidden FM reproduces the scores; mean and scale as documented
     t = g["truth"]
-    np.testing.assert_allclose(D.fm_scores(idx, t["bias"], t["linear"], t["embed"]), g["score"],
-                               rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(
+        D.fm_scores(idx, t["bias"], t["linear"], t["embed"]), g["score"], rtol=1e-10, atol=1e-10
+    )
     np.testing.assert_allclose(g["score"].mean(), -1.0, atol=1e-9)
     assert 0.75 * 1.5 < g["score"].std() < 1.25 * 1.5
     # labels are Bernoulli(sigmoid(score)): check the mean within 4 standard errors
@@ -78,13 +84,22 @@ def test_synthetic_ctr_ground_truth_and_frequencies():
 
 
 def _random_params(rng, V, k, F, deep):
-    params = {"bias": jnp.float32(0.3), "linear": jnp.asarray(rng.normal(size=V), jnp.float32),
-              "embed": jnp.asarray(rng.normal(size=(V, k)), jnp.float32)}
+    params = {
+        "bias": jnp.float32(0.3),
+        "linear": jnp.asarray(rng.normal(size=V), jnp.float32),
+        "embed": jnp.asarray(rng.normal(size=(V, k)), jnp.float32),
+    }
     if deep:
-        params["mlp"] = [{"w": jnp.asarray(rng.normal(size=(F * k, 5)), jnp.float32),
-                          "b": jnp.asarray(rng.normal(size=5), jnp.float32)},
-                         {"w": jnp.asarray(rng.normal(size=(5, 1)), jnp.float32),
-                          "b": jnp.asarray(rng.normal(size=1), jnp.float32)}]
+        params["mlp"] = [
+            {
+                "w": jnp.asarray(rng.normal(size=(F * k, 5)), jnp.float32),
+                "b": jnp.asarray(rng.normal(size=5), jnp.float32),
+            },
+            {
+                "w": jnp.asarray(rng.normal(size=(5, 1)), jnp.float32),
+                "b": jnp.asarray(rng.normal(size=1), jnp.float32),
+            },
+        ]
     return params
 
 
@@ -119,7 +134,8 @@ def test_loss_is_mean_logistic_loss_plus_l2():
     p = 1.0 / (1.0 + np.exp(-s))
     want = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) + 0.5 * l2 * (
         np.sum(np.square(np.asarray(params["linear"], np.float64)))
-        + np.sum(np.square(np.asarray(params["embed"], np.float64))))
+        + np.sum(np.square(np.asarray(params["embed"], np.float64)))
+    )
     got = loss_fn(params, {"idx": jnp.asarray(idx), "y": jnp.asarray(y)})
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
@@ -130,10 +146,14 @@ def test_embedding_gradient_touches_only_rows_in_the_batch():
     params = _random_params(rng, V, k, F, deep=False)
     idx = np.array([[0, 10, 20], [1, 10, 25]], np.int32)
     loss_fn, _ = _fm_fns(0.0)
-    g = jax.grad(loss_fn)(params, {"idx": jnp.asarray(idx), "y": jnp.array([1.0, 0.0], jnp.float32)})
+    g = jax.grad(loss_fn)(
+        params, {"idx": jnp.asarray(idx), "y": jnp.array([1.0, 0.0], jnp.float32)}
+    )
     touched = np.zeros(V, bool)
     touched[idx.ravel()] = True
-    assert np.all(np.asarray(g["embed"])[~touched] == 0) and np.all(np.asarray(g["linear"])[~touched] == 0)
+    assert np.all(np.asarray(g["embed"])[~touched] == 0) and np.all(
+        np.asarray(g["linear"])[~touched] == 0
+    )
     assert np.all(np.abs(np.asarray(g["embed"])[touched]).sum(axis=1) > 0)
 
 
@@ -188,15 +208,18 @@ def test_skewed_workers_see_different_categories():
 
     iid = ds.problems.factorization_machine(N, partition="iid", n_samples=8000, seed=0)
     skewed = ds.problems.factorization_machine(N, partition="skewed", n_samples=8000, seed=0)
-    half = ds.problems.factorization_machine(N, partition="skewed", skew=0.5, n_samples=8000, seed=0)
+    half = ds.problems.factorization_machine(
+        N, partition="skewed", skew=0.5, n_samples=8000, seed=0
+    )
     assert worker_spread(skewed) > worker_spread(half) > 2 * worker_spread(iid)
 
 
 def test_deepfm_learns_with_uneven_worker_sizes():
     """DeepFM (FM + MLP on the shared embeddings) trains with D-SGD; n_samples not divisible by n
     gives uneven worker sizes, so the padded path of the runner is used."""
-    prob = ds.problems.factorization_machine(N, partition="skewed", n_samples=8002, deep=True,
-                                             hidden=(8,), batch_size=16, seed=1)
+    prob = ds.problems.factorization_machine(
+        N, partition="skewed", n_samples=8002, deep=True, hidden=(8,), batch_size=16, seed=1
+    )
     assert len(set(prob.counts.tolist())) > 1
     assert [layer["w"].shape[1:] for layer in prob.params0["mlp"]] == [(32, 8), (8, 1)]
     hist = ds.run(ds.algorithms.dsgd(1.0), prob, ds.topology.ring(N), steps=200, eval_every=100)
@@ -206,15 +229,21 @@ def test_deepfm_learns_with_uneven_worker_sizes():
     assert m["loss"][-1] < m["loss"][0] - 0.03
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(partition="dirichlet"), r"partition='dirichlet' is unknown.*\('iid', 'skewed'\)"),
-    (dict(fields=1), r"fields must be an integer >= 2"),
-    (dict(fields=3, vocab_sizes=(10, 10)), r"vocab_sizes must be one integer >= 2 or 3 of them"),
-    (dict(embed_dim=0), r"embed_dim must be an integer >= 1"),
-    (dict(test_fraction=0.0), r"test_fraction must be in \(0, 1\)"),
-    (dict(n_samples=10), r"n_samples must be an integer large enough"),
-    (dict(init_scale=0.0), r"init_scale must be positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(partition="dirichlet"), r"partition='dirichlet' is unknown.*\('iid', 'skewed'\)"),
+        (dict(fields=1), r"fields must be an integer >= 2"),
+        (
+            dict(fields=3, vocab_sizes=(10, 10)),
+            r"vocab_sizes must be one integer >= 2 or 3 of them",
+        ),
+        (dict(embed_dim=0), r"embed_dim must be an integer >= 1"),
+        (dict(test_fraction=0.0), r"test_fraction must be in \(0, 1\)"),
+        (dict(n_samples=10), r"n_samples must be an integer large enough"),
+        (dict(init_scale=0.0), r"init_scale must be positive"),
+    ],
+)
 def test_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ds.problems.factorization_machine(N, **kwargs)
@@ -240,13 +269,25 @@ def test_tuned_adaptive_methods_beat_tuned_dsgd_on_test_log_loss():
     tuned DAMSGrad and DAdaGrad reach a lower test log-loss than tuned D-SGD, on average and on
     every seed. (DADAM and ada_choco_sgd are measured in benchmarks/adaptive.py; at this small
     scale they do not beat D-SGD reliably, see benchmarks/README.md.)"""
-    prob = ds.problems.factorization_machine(N, partition="skewed", n_samples=80000, batch_size=32,
-                                             seed=0)
+    prob = ds.problems.factorization_machine(
+        N, partition="skewed", n_samples=80000, batch_size=32, seed=0
+    )
     topo = ds.topology.ring(N)
     tuned = {}
     for name, (make, grid) in GRIDS.items():
-        runs = [ds.run(make(grid[0]), prob, topo, steps=STEPS, eval_every=STEPS, seeds=[0, 1, 2],
-                       hparams={"learning_rate": lr}, progress=False) for lr in grid]
+        runs = [
+            ds.run(
+                make(grid[0]),
+                prob,
+                topo,
+                steps=STEPS,
+                eval_every=STEPS,
+                seeds=[0, 1, 2],
+                hparams={"learning_rate": lr},
+                progress=False,
+            )
+            for lr in grid
+        ]
         train = [np.mean(h.final("loss")) for h in runs]
         best = int(np.argmin(train))
         tuned[name] = (best, runs[best])

@@ -1,4 +1,5 @@
-"""Gossip paths (dense, sparse gathers, circulant rolls) agree; sharded runs equal unsharded ones."""
+"""Gossip paths (dense, sparse gathers, circulant rolls) agree; sharded runs equal unsharded "
+"ones."""
 
 import os
 import subprocess
@@ -34,8 +35,10 @@ CIRCULANT = {"ring", "torus", "torus_thin", "complete", "exponential"}
 
 def _X(n, seed=0):
     rng = np.random.default_rng(seed)
-    return {"a": jnp.asarray(rng.normal(size=(n, 7)), jnp.float32),
-            "b": jnp.asarray(rng.normal(size=(n, 2, 3)), jnp.float32)}
+    return {
+        "a": jnp.asarray(rng.normal(size=(n, 7)), jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(n, 2, 3)), jnp.float32),
+    }
 
 
 def _apply(plan, X, tau=0):
@@ -70,9 +73,15 @@ def test_auto_choices():
         gossip.plan(T.ring(8), "fast")
 
 
-@pytest.mark.parametrize("make", [lambda: T.one_peer_exponential(64), lambda: T.random_matching(50, seed=2),
-                                  lambda: T.with_link_failures(T.ring(48), 0.3, seed=4)],
-                         ids=["one_peer", "matching", "link_failures"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: T.one_peer_exponential(64),
+        lambda: T.random_matching(50, seed=2),
+        lambda: T.with_link_failures(T.ring(48), 0.3, seed=4),
+    ],
+    ids=["one_peer", "matching", "link_failures"],
+)
 def test_time_varying_sparse_equals_dense(make):
     topo = make()
     X = _X(topo.n, seed=1)
@@ -81,15 +90,20 @@ def test_time_varying_sparse_equals_dense(make):
         for path in ("sparse", "dense"):
             got = _apply(gossip.plan(topo, path), X, tau)
             for g, a in zip(jax.tree.leaves(got), jax.tree.leaves(X)):
-                np.testing.assert_allclose(g, np.tensordot(W, np.asarray(a, np.float64), axes=1),
-                                           rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(
+                    g, np.tensordot(W, np.asarray(a, np.float64), axes=1), rtol=1e-5, atol=1e-5
+                )
 
 
 def test_runs_agree_across_paths():
     prob = ds.problems.quadratic(48, 6, mu=0.5, L=1.0, noise=0.1, heterogeneity=1.0, seed=0)
     topo = T.ring(48)
-    hists = {p: ds.run(ds.algorithms.gradient_tracking(0.1), prob, topo, steps=40, eval_every=20,
-                       gossip=p) for p in ("dense", "sparse", "roll")}
+    hists = {
+        p: ds.run(
+            ds.algorithms.gradient_tracking(0.1), prob, topo, steps=40, eval_every=20, gossip=p
+        )
+        for p in ("dense", "sparse", "roll")
+    }
     for p in ("sparse", "roll"):
         np.testing.assert_allclose(hists[p].params, hists["dense"].params, rtol=1e-5, atol=1e-6)
         assert hists[p].config["gossip"] == p
@@ -98,8 +112,10 @@ def test_runs_agree_across_paths():
 def _dense_mix_case():
     rng = np.random.default_rng(3)
     W = jnp.asarray(T.torus(3, 3).W, jnp.float32)
-    X = {"a": jnp.asarray(rng.normal(size=(4, 9, 2, 3)), jnp.float32),  # [seeds, n, ...]
-         "b": jnp.asarray(rng.normal(size=(4, 9)), jnp.float32)}
+    X = {
+        "a": jnp.asarray(rng.normal(size=(4, 9, 2, 3)), jnp.float32),  # [seeds, n, ...]
+        "b": jnp.asarray(rng.normal(size=(4, 9)), jnp.float32),
+    }
     return W, X
 
 
@@ -109,7 +125,9 @@ def test_dense_mix_under_vmap_equals_each_seed():
     batched = jax.jit(jax.vmap(gossip.mix, in_axes=(None, 0)))(W, X)
     for s in range(4):
         for k in X:
-            expected = np.tensordot(np.asarray(W, np.float64), np.asarray(X[k][s], np.float64), axes=1)
+            expected = np.tensordot(
+                np.asarray(W, np.float64), np.asarray(X[k][s], np.float64), axes=1
+            )
             np.testing.assert_allclose(batched[k][s], expected, rtol=1e-5, atol=1e-6)
     # a batched W (one per seed) as well
     Ws = jnp.stack([W, jnp.eye(9, dtype=jnp.float32)] * 2)
@@ -133,8 +151,9 @@ def test_dense_mix_gradients_equal_the_plain_product():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
     # and per seed under vmap
     per_seed = jax.vmap(jax.grad(lambda x_: loss(ours, W, x_)))(X["a"])
-    np.testing.assert_allclose(per_seed[2], jax.grad(lambda x_: loss(plain, W, x_))(X["a"][2]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        per_seed[2], jax.grad(lambda x_: loss(plain, W, x_))(X["a"][2]), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_sparse_gossip_needs_no_n_squared_memory():
@@ -179,9 +198,12 @@ def test_sharded_run_equals_unsharded():
             raise AssertionError("expected a ValueError")
         print("SHARDED-OK")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          timeout=600)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED-OK" in proc.stdout
 
@@ -215,9 +237,19 @@ def test_run_sharded_over_two_processes_equals_one_device():
                 np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
         print("PROCESSES-OK")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=600) for p in procs]
     finally:

@@ -40,7 +40,9 @@ def test_round_trip_is_bit_exact(d, density, levels):
     # and the decoded message is exactly what the compressor hands the receiver
     x_hat, b = C.dithered(levels, coder="elias").encode(key, jnp.asarray(x))
     s = np.float32(levels)
-    rebuilt = np.where(negative2, -1.0, 1.0).astype(np.float32) * ((norm2 / s) * level2.astype(np.float32))
+    rebuilt = np.where(negative2, -1.0, 1.0).astype(np.float32) * (
+        (norm2 / s) * level2.astype(np.float32)
+    )
     np.testing.assert_array_equal(np.asarray(x_hat), rebuilt.astype(np.float32))
     assert float(b) == len(bits)
 
@@ -141,7 +143,9 @@ def test_soft_threshold_and_validation():
         malcom_psgd(0.1, 0.5, -1.0)
     with pytest.raises(ValueError, match=r"gamma must be a number in \(0, 1\]; got gamma=1.5"):
         malcom_psgd(0.1, 1.5, 0.1)
-    with pytest.raises(ValueError, match="unknown MALCOM coder 'zip'; coder must be one of 'elias', 'fixed'"):
+    with pytest.raises(
+        ValueError, match="unknown MALCOM coder 'zip'; coder must be one of 'elias', 'fixed'"
+    ):
         malcom_psgd(0.1, 0.5, 0.1, coder="zip")
     with pytest.raises(ValueError, match="levels must be an integer"):
         malcom_psgd(0.1, 0.5, 0.1, levels=0)

@@ -61,9 +61,21 @@ def test_there_are_notebooks():
 @pytest.mark.slow
 def test_bias_example(tmp_path):
     out = tmp_path / "bias.png"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "bias_on_sorted_data.py"),
-                           "--steps", "1000", "--out", str(out)], capture_output=True, text=True,
-                          cwd=tmp_path, env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "bias_on_sorted_data.py"),
+            "--steps",
+            "1000",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = {l.split()[0]: l.split() for l in proc.stdout.splitlines() if l.split()}
     # bias-corrected methods end far below D-SGD's heterogeneity bias

@@ -26,3 +26,10 @@ def test_readme_names_every_registry_entry(kind):
     assert entries, kind
     missing = sorted(entries - NAMED)
     assert not missing, f"README.md does not name the {kind}(s) {missing} (write them as `name`)"
+
+
+@pytest.mark.parametrize("kind", ["algorithm", "compressor", "topology", "problem"])
+def test_every_registry_entry_is_in_its_package_all(kind):
+    package = {"algorithm": ds.algorithms, "compressor": ds.compression,
+               "topology": ds.topology, "problem": ds.problems}[kind]
+    assert set(_registries()[kind]) <= set(package.__all__)

@@ -1,4 +1,5 @@
-"""The compiled runner: metrics, costs, determinism, vmapped seeds, divergence, tracing, validation."""
+"""The compiled runner: metrics, costs, determinism, vmapped seeds, divergence, tracing, "
+"validation."""
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +19,9 @@ def quad():
 
 @pytest.fixture(scope="module")
 def logreg():
-    return ds.problems.logistic_regression(N, "breast_cancer", partition="dirichlet", alpha=0.3,
-                                           batch_size=8, seed=0)
+    return ds.problems.logistic_regression(
+        N, "breast_cancer", partition="dirichlet", alpha=0.3, batch_size=8, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +32,16 @@ def ring():
 def test_metrics_and_costs(logreg, ring):
     hist = ds.run(ds.algorithms.gradient_tracking(0.1), logreg, ring, steps=40, eval_every=10)
     np.testing.assert_array_equal(hist.steps, [0, 10, 20, 30, 40])
-    for key in ("loss", "grad_norm_sq", "consensus", "grad_evals", "comm_rounds", "bits",
-                "test_loss", "test_accuracy"):
+    for key in (
+        "loss",
+        "grad_norm_sq",
+        "consensus",
+        "grad_evals",
+        "comm_rounds",
+        "bits",
+        "test_loss",
+        "test_accuracy",
+    ):
         assert hist.metrics[key].shape == (5,), key
     d = ds.tree.size(logreg.params0)
     np.testing.assert_array_equal(hist.metrics["grad_evals"], hist.steps)
@@ -44,8 +54,11 @@ def test_metrics_and_costs(logreg, ring):
     f = ds.problems.full_loss(logreg)
     xbar = {k: jnp.asarray(v.mean(0)) for k, v in hist.params.items()}
     np.testing.assert_allclose(hist.metrics["loss"][-1], float(f(xbar)), rtol=1e-5)
-    consensus = np.mean(sum(np.sum((v - v.mean(0)) ** 2, axis=tuple(range(1, v.ndim)))
-                            for v in hist.params.values()))
+    consensus = np.mean(
+        sum(
+            np.sum((v - v.mean(0)) ** 2, axis=tuple(range(1, v.ndim))) for v in hist.params.values()
+        )
+    )
     np.testing.assert_allclose(hist.metrics["consensus"][-1], consensus, rtol=1e-4)
 
 
@@ -106,7 +119,14 @@ def test_no_retrace_between_seeds_hyperparameters_and_topologies(logreg, ring):
     ds.run(ds.algorithms.dsgd(0.1), logreg, ring, steps=20, eval_every=10, seed=1)
     ds.run(ds.algorithms.dsgd(0.05), logreg, ring, steps=20, eval_every=10, seed=2)
     ds.run(ds.algorithms.dsgd(0.05), logreg, ds.topology.torus(2, 3), steps=20, eval_every=10)
-    ds.run(ds.algorithms.dsgd(0.3), logreg, ring, steps=20, eval_every=10, hparams={"learning_rate": 0.01})
+    ds.run(
+        ds.algorithms.dsgd(0.3),
+        logreg,
+        ring,
+        steps=20,
+        eval_every=10,
+        hparams={"learning_rate": 0.01},
+    )
     assert runner.trace_count() == before
     ds.run(ds.algorithms.dsgd(0.1), logreg, ring, steps=20, eval_every=10, seeds=[0, 1])
     after_batched = runner.trace_count()
@@ -134,7 +154,14 @@ def test_algorithms_on_one_problem_share_the_metrics_program(logreg, ring):
 
 
 def test_hparams_override_equals_rebuilt_algorithm(quad, ring):
-    a = ds.run(ds.algorithms.dsgd(0.3), quad, ring, steps=20, eval_every=10, hparams={"learning_rate": 0.07})
+    a = ds.run(
+        ds.algorithms.dsgd(0.3),
+        quad,
+        ring,
+        steps=20,
+        eval_every=10,
+        hparams={"learning_rate": 0.07},
+    )
     b = ds.run(ds.algorithms.dsgd(0.07), quad, ring, steps=20, eval_every=10)
     np.testing.assert_allclose(a.metrics["loss"], b.metrics["loss"], rtol=1e-6)
     assert a.config["hparams"]["learning_rate"] == pytest.approx(0.07)
@@ -145,23 +172,40 @@ def test_per_run_hyperparameters_in_one_vmapped_call(logreg, ring):
     program, and a new grid of the same size does not retrace."""
     seeds, lrs = [0, 0, 1, 1], [0.05, 0.2, 0.05, 0.2]
     algo = ds.algorithms.dsgd(0.3)
-    batched = ds.run(algo, logreg, ring, steps=30, eval_every=10, seeds=seeds,
-                     hparams={"learning_rate": lrs})
+    batched = ds.run(
+        algo, logreg, ring, steps=30, eval_every=10, seeds=seeds, hparams={"learning_rate": lrs}
+    )
     np.testing.assert_allclose(batched.config["hparams"]["learning_rate"], lrs, rtol=1e-6)
     for i, (s, lr) in enumerate(zip(seeds, lrs)):
-        one = ds.run(algo, logreg, ring, steps=30, eval_every=10, seed=s, hparams={"learning_rate": lr})
+        one = ds.run(
+            algo, logreg, ring, steps=30, eval_every=10, seed=s, hparams={"learning_rate": lr}
+        )
         for k in ("loss", "grad_norm_sq", "consensus"):
             np.testing.assert_allclose(batched.metrics[k][i], one.metrics[k], rtol=2e-5, atol=1e-7)
     assert not np.allclose(batched.metrics["loss"][0], batched.metrics["loss"][1])  # lr matters
     before = runner.trace_count()
-    ds.run(algo, logreg, ring, steps=30, eval_every=10, seeds=[4, 5, 6, 7],
-           hparams={"learning_rate": [0.01, 0.02, 0.03, 0.04]})
+    ds.run(
+        algo,
+        logreg,
+        ring,
+        steps=30,
+        eval_every=10,
+        seeds=[4, 5, 6, 7],
+        hparams={"learning_rate": [0.01, 0.02, 0.03, 0.04]},
+    )
     assert runner.trace_count() == before
 
 
 def test_per_run_hyperparameters_diverge_alone(quad, ring):
-    hist = ds.run(ds.algorithms.dsgd(0.1), quad, ring, steps=400, eval_every=10, seeds=[0, 0],
-                  hparams={"learning_rate": [0.1, 40.0]})
+    hist = ds.run(
+        ds.algorithms.dsgd(0.1),
+        quad,
+        ring,
+        steps=400,
+        eval_every=10,
+        seeds=[0, 0],
+        hparams={"learning_rate": [0.1, 40.0]},
+    )
     assert hist.diverged.tolist() == [False, True]
     assert np.all(np.isfinite(hist.metrics["loss"][0]))
 
@@ -182,8 +226,13 @@ def test_padding_is_never_seen():
         y[i, c:] = np.nan
     topo = ds.topology.ring(3)
     for batch_size in (None, 4):
-        prob = ds.problems.custom(_ls_loss, np.zeros(2, np.float32), {"a": a, "y": y},
-                                  counts=counts, batch_size=batch_size)
+        prob = ds.problems.custom(
+            _ls_loss,
+            np.zeros(2, np.float32),
+            {"a": a, "y": y},
+            counts=counts,
+            batch_size=batch_size,
+        )
         hist = ds.run(ds.algorithms.dsgd(0.1), prob, topo, steps=20, eval_every=10)
         assert not hist.diverged
         assert np.all(np.isfinite(hist.params))
@@ -202,18 +251,35 @@ def test_consensus_problem_metric():
     assert err[-1] < 1e-6 * err[0]  # plain gossip converges to the initial average
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(steps=25, eval_every=10), r"steps=25 is not a multiple of eval_every=10; use steps=20 or 30"),
-    (dict(steps=-1), r"steps must be an integer >= 0; got steps=-1"),
-    (dict(steps=10, eval_every=0), r"eval_every must be an integer >= 1; got eval_every=0"),
-    (dict(steps=10, seeds=[]), r"seeds must hold at least one seed"),
-    (dict(steps=10, hparams={"gamma": 0.1}), r"not numeric hyperparameters of dsgd; valid: \['learning_rate'\]"),
-    (dict(steps=10, hparams={"learning_rate": [0.1, 0.2]}),
-     r"hparams\['learning_rate'\] must be a number \(a list of values, one per run, needs seeds=.*got \[0.1, 0.2\]"),
-    (dict(steps=10, seeds=[0, 1, 2], hparams={"learning_rate": [0.1, 0.2]}),
-     r"must be a number or a list of 3 numbers, one per seed in seeds"),
-    (dict(steps=10, seeds=[0], hparams={"learning_rate": "fast"}), r"list of 1 numbers.*got 'fast'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(steps=25, eval_every=10),
+            r"steps=25 is not a multiple of eval_every=10; use steps=20 or 30",
+        ),
+        (dict(steps=-1), r"steps must be an integer >= 0; got steps=-1"),
+        (dict(steps=10, eval_every=0), r"eval_every must be an integer >= 1; got eval_every=0"),
+        (dict(steps=10, seeds=[]), r"seeds must hold at least one seed"),
+        (
+            dict(steps=10, hparams={"gamma": 0.1}),
+            r"not numeric hyperparameters of dsgd; valid: \['learning_rate'\]",
+        ),
+        (
+            dict(steps=10, hparams={"learning_rate": [0.1, 0.2]}),
+            r"hparams\['learning_rate'\] must be a number \(a list of values, one per run, needs "
+            r"seeds=.*got \[0.1, 0.2\]",
+        ),
+        (
+            dict(steps=10, seeds=[0, 1, 2], hparams={"learning_rate": [0.1, 0.2]}),
+            r"must be a number or a list of 3 numbers, one per seed in seeds",
+        ),
+        (
+            dict(steps=10, seeds=[0], hparams={"learning_rate": "fast"}),
+            r"list of 1 numbers.*got 'fast'",
+        ),
+    ],
+)
 def test_run_argument_errors(quad, ring, kwargs, match):
     with pytest.raises(ValueError, match=match):
         ds.run(ds.algorithms.dsgd(0.1), quad, ring, **kwargs)
@@ -242,13 +308,19 @@ def test_persistent_compilation_cache(tmp_path):
     import subprocess
     import sys
 
-    code = ("import decsim as ds; p = ds.problems.mlp(4, hidden=(16,)); "
-            "h = ds.run(ds.algorithms.dsgd(0.1), p, ds.topology.ring(4), steps=20, eval_every=10); "
-            "print(h.compile_seconds)")
+    code = (
+        "import decsim as ds; p = ds.problems.mlp(4, hidden=(16,)); "
+        "h = ds.run(ds.algorithms.dsgd(0.1), p, ds.topology.ring(4), steps=20, eval_every=10); "
+        "print(h.compile_seconds)"
+    )
     env = dict(os.environ, DECSIM_CACHE_DIR=str(tmp_path / "xla"))
-    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert first.returncode == 0, first.stderr[-2000:]
     assert any((tmp_path / "xla").iterdir())
-    second = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stderr[-2000:]
     assert float(second.stdout.split()[-1]) < float(first.stdout.split()[-1])

@@ -8,7 +8,9 @@ from decsim import theory
 
 
 def test_stationary_error_formula_and_validation():
-    assert theory.stationary_error(10, 0.1, 0.04, 4, 1.0) == pytest.approx(10 * 0.1 * 0.04 / (4 * 1.9))
+    assert theory.stationary_error(10, 0.1, 0.04, 4, 1.0) == pytest.approx(
+        10 * 0.1 * 0.04 / (4 * 1.9)
+    )
     with pytest.raises(ValueError, match="eta\\*mu"):
         theory.stationary_error(10, 3.0, 1.0, 1, 1.0)
 
@@ -26,8 +28,9 @@ def test_stationary_error_matches_centralized_sgd_on_noisy_quadratic():
         want = theory.stationary_error(d, eta, noise**2, n, mu)
         errs = {}
         for algo in (ds.algorithms.centralized_sgd(eta), ds.algorithms.dsgd(eta)):
-            hist = ds.run(algo, prob, ds.topology.complete(n), steps=4000, eval_every=10,
-                          seeds=list(range(8)))
+            hist = ds.run(
+                algo, prob, ds.topology.complete(n), steps=4000, eval_every=10, seeds=list(range(8))
+            )
             # f(x̄) − f* = (μ/2)||x̄ − x*||² for this isotropic quadratic; skip the first 1000 steps
             err = 2.0 / mu * (hist.metrics["loss"][:, 100:] - prob.info["f_star"])
             errs[algo.name] = float(np.mean(err))
@@ -40,7 +43,8 @@ def test_fitted_exponent_of_dsgd_with_tuned_steps_is_minus_one_half():
     """D-SGD on an iid problem (logistic regression, breast cancer, iid split, batch 1) on a torus,
     constant step η = c sqrt(n/T) within each run: the average squared gradient norm
     (1/T) Σ_{t<T} ||∇f(x̄_t)||² is O(1/sqrt(nT)). Fitting log err = a + b log(nT) across runs with
-    n ∈ {1, 4, 16} and T ∈ {256, 1024, 4096} gives b with a 95% interval over 6 seeds containing −1/2.
+    n ∈ {1, 4, 16} and T ∈ {256, 1024, 4096} gives b with a 95% interval over 6 seeds containing
+    −1/2.
 
     One run of T_max steps per (n, η) gives every shorter T as a prefix (the step is constant), and
     the three learning rates of an n reuse one compiled program."""
@@ -48,13 +52,21 @@ def test_fitted_exponent_of_dsgd_with_tuned_steps_is_minus_one_half():
     seeds = list(range(6))
     runs_n, runs_T, errors = [], [], []
     for n in ns:
-        prob = ds.problems.logistic_regression(n, "breast_cancer", partition="iid", batch_size=1,
-                                               l2=1e-2, seed=0)
+        prob = ds.problems.logistic_regression(
+            n, "breast_cancer", partition="iid", batch_size=1, l2=1e-2, seed=0
+        )
         topo = ds.topology.torus(*ds.topology.torus_shape(n))
         algo = ds.algorithms.dsgd(0.1)
         for T in Ts:
-            hist = ds.run(algo, prob, topo, steps=max(Ts), eval_every=1, seeds=seeds,
-                          hparams={"learning_rate": theory.tuned_step(n, T, c)})
+            hist = ds.run(
+                algo,
+                prob,
+                topo,
+                steps=max(Ts),
+                eval_every=1,
+                seeds=seeds,
+                hparams={"learning_rate": theory.tuned_step(n, T, c)},
+            )
             errors.append(hist.metrics["grad_norm_sq"][:, :T].mean(axis=1))  # steps 0 .. T-1
             runs_n.append(n)
             runs_T.append(T)
@@ -124,7 +136,9 @@ def test_dsgd_rate_inverts_the_iteration_count():
         # after the number of iterations a term asks for, that term of the rate is eps
         assert theory.dsgd_rate(iters[term], **k)[term] == pytest.approx(eps, rel=1e-9)
     rate = theory.dsgd_rate(1e4, **k)
-    assert rate["total"] == pytest.approx(rate["centralized"] + rate["transient"] + rate["topology"])
+    assert rate["total"] == pytest.approx(
+        rate["centralized"] + rate["transient"] + rate["topology"]
+    )
     with pytest.raises(ValueError, match="T must be positive"):
         theory.dsgd_rate(0.0, **k)
 
@@ -140,7 +154,9 @@ def test_dsgd_transient_grows_like_n_cubed_and_with_the_gap():
     # for large n the T^(-2/3) term sets it: T = n³ L F0 / (p² σ²) (ζ = 0)
     assert T[256] / T[64] == pytest.approx(64, rel=0.1)
     assert T[256] == pytest.approx(256**3 / 0.01**2, rel=0.1)
-    assert T[64] > T[16] > theory.dsgd_transient_iterations(n=16, **dict(k, p=0.1))  # smaller gap, longer
+    assert (
+        T[64] > T[16] > theory.dsgd_transient_iterations(n=16, **dict(k, p=0.1))
+    )  # smaller gap, longer
     assert theory.dsgd_transient_iterations(n=16, **dict(k, sigma2=0.0)) == float("inf")
 
 
@@ -150,8 +166,12 @@ def test_problem_constants_and_tuned_step():
     c = theory.problem_constants(prob, topo)
     assert c["n"] == 8 and c["d"] == 5 and c["L"] == 2.0 and c["mu"] == 0.2
     assert c["sigma2"] == pytest.approx(0.09) and c["zeta2"] == pytest.approx(0.25)
-    assert c["spectral_gap"] == pytest.approx(0.1953, abs=1e-4) and c["p"] == pytest.approx(1 - c["lam"] ** 2)
-    terms = theory.dsgd_iterations(0.1, F0=1.0, **{k: c[k] for k in ("L", "sigma2", "zeta2", "p", "n")})
+    assert c["spectral_gap"] == pytest.approx(0.1953, abs=1e-4) and c["p"] == pytest.approx(
+        1 - c["lam"] ** 2
+    )
+    terms = theory.dsgd_iterations(
+        0.1, F0=1.0, **{k: c[k] for k in ("L", "sigma2", "zeta2", "p", "n")}
+    )
     assert terms["total"] > terms["centralized"] > 0
     assert theory.tuned_step(4, 400, 0.5) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="c > 0"):
@@ -162,7 +182,9 @@ def test_fit_rate_over_runs_orders_points_and_checks_shapes():
     rng = np.random.default_rng(1)
     n = np.array([16, 1, 4, 1, 16, 4])
     T = np.array([100, 1000, 100, 100, 1000, 1000])
-    errs = np.stack([3.0 * (n * T) ** -0.5 * np.exp(0.03 * rng.normal(size=n.size)) for _ in range(5)])
+    errs = np.stack(
+        [3.0 * (n * T) ** -0.5 * np.exp(0.03 * rng.normal(size=n.size)) for _ in range(5)]
+    )
     fit = theory.fit_rate_over_runs(n, T, errs)
     assert fit.ci_low < -0.5 < fit.ci_high and fit.b == pytest.approx(-0.5, abs=0.03)
     assert fit.a == pytest.approx(np.log(3.0), abs=0.1)

@@ -74,7 +74,9 @@ def test_runs_on_time_varying_graphs_do_not_recompile_per_step():
     # 4 rounds of one-peer exponential average exactly (up to float32)
     assert hist.metrics["consensus_error"][1] < 1e-10 * hist.metrics["consensus_error"][0]
     before = ds.runner.trace_count()
-    ds.run(ds.algorithms.dsgd(1e-9), prob, T.one_peer_exponential(16), steps=8, eval_every=4, seed=1)
+    ds.run(
+        ds.algorithms.dsgd(1e-9), prob, T.one_peer_exponential(16), steps=8, eval_every=4, seed=1
+    )
     assert ds.runner.trace_count() == before
 
 

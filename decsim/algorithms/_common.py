@@ -12,7 +12,8 @@ the runner passes into the compiled program as data.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +79,7 @@ class Rate(NamedTuple):
     """A learning rate: ``hparams["learning_rate"]`` (data, swept without recompiling) or an optax
     schedule of the int32 step counter (structure)."""
 
-    schedule: Optional[Callable] = None
+    schedule: Callable | None = None
 
     def __call__(self, hparams: dict, t):
         return self.schedule(t) if self.schedule is not None else hparams["learning_rate"]
@@ -122,17 +123,22 @@ class LocalUpdate(NamedTuple):
 
 
 def local_update(owner: str, learning_rate_value, local_optimizer):
-    """Validate ``learning_rate`` / ``local_optimizer`` (exactly one): ``(LocalUpdate, hparams)``."""
+    """Validate ``learning_rate`` / ``local_optimizer`` (exactly one of them):
+    ``(LocalUpdate, hparams)``."""
     if local_optimizer is None:
         rate, hp = learning_rate(owner, learning_rate_value)
         return LocalUpdate(rate, None), hp
     if learning_rate_value is not None:
-        raise ValueError(f"{owner}: give either learning_rate or local_optimizer, not both (got "
-                         f"learning_rate={learning_rate_value!r}); the optax transform's own "
-                         "learning rate replaces -learning_rate * G.")
+        raise ValueError(
+            f"{owner}: give either learning_rate or local_optimizer, not both (got "
+            f"learning_rate={learning_rate_value!r}); the optax transform's own "
+            "learning rate replaces -learning_rate * G."
+        )
     if not (hasattr(local_optimizer, "init") and hasattr(local_optimizer, "update")):
-        raise ValueError(f"{owner}: local_optimizer must be an optax GradientTransformation (e.g. "
-                         f"optax.sgd(0.1, momentum=0.9)); got {type(local_optimizer).__name__}.")
+        raise ValueError(
+            f"{owner}: local_optimizer must be an optax GradientTransformation (e.g. "
+            f"optax.sgd(0.1, momentum=0.9)); got {type(local_optimizer).__name__}."
+        )
     _probe_descent(owner, local_optimizer)
     return LocalUpdate(Rate(), local_optimizer), {}
 
@@ -151,13 +157,17 @@ def _probe_descent(owner: str, optimizer) -> None:
         step = np.asarray(update, np.float64)
     except Exception as err:  # noqa: BLE001 - any failure of the transform is reported alike
         first = str(err).splitlines()[0].rstrip(".") if str(err) else ""
-        raise ValueError(f"{owner}: local_optimizer fails on a test update: "
-                         f"{type(err).__name__}: {first}. Check its hyperparameters (numbers or "
-                         "optax schedules).") from None
+        raise ValueError(
+            f"{owner}: local_optimizer fails on a test update: "
+            f"{type(err).__name__}: {first}. Check its hyperparameters (numbers or "
+            "optax schedules)."
+        ) from None
     if not np.all(np.isfinite(step)) or float(np.sum(step * np.asarray(g))) > 0:
-        raise ValueError(f"{owner}: local_optimizer's update points along the gradient (gradient "
-                         f"ascent: {step.tolist()} for gradient [1, 1]); is its learning rate "
-                         "negative? Use a positive learning rate.")
+        raise ValueError(
+            f"{owner}: local_optimizer's update points along the gradient (gradient "
+            f"ascent: {step.tolist()} for gradient [1, 1]); is its learning rate "
+            "negative? Use a positive learning rate."
+        )
 
 
 class LocalState(NamedTuple):
@@ -190,5 +200,6 @@ def dense_bits(X, copies: int = 1):
 
 def cost(grad_evals, comm_rounds, bits) -> StepCost:
     f32 = jnp.float32
-    return StepCost(jnp.asarray(grad_evals, f32), jnp.asarray(comm_rounds, f32),
-                    jnp.asarray(bits, f32))
+    return StepCost(
+        jnp.asarray(grad_evals, f32), jnp.asarray(comm_rounds, f32), jnp.asarray(bits, f32)
+    )

@@ -31,7 +31,8 @@ from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
 from ..compression import check_compressor, identity
-from ._common import Rate, cost, dense_bits, learning_rate as _rate, make, stacked_params, structural
+from ._common import Rate, cost, dense_bits, make, stacked_params, structural
+from ._common import learning_rate as _rate
 from ._exchange import check_gamma
 from .choco import compressed_sgd
 
@@ -176,7 +177,8 @@ def _tracked_adaptive(rate: Rate, b1: float, eps: float, amsgrad: bool, b2=None)
         X = _map(lambda wx, m, ut: wx - eta * m / jnp.sqrt(jnp.maximum(ut, eps)),
                  mixer(state.X), M, state.U_tilde)
         # Ũ_{t+1} = W Ũ_t − V̂_{t−1} + V̂_t (keeps mean(Ũ_{t+1}) = mean(V̂_t))
-        U_tilde = _map(lambda wu, old, new: wu - old + new, mixer(state.U_tilde), state.V_hat, V_hat)
+        U_tilde = _map(lambda wu, old, new: wu - old + new, mixer(state.U_tilde), state.V_hat,
+                       V_hat)
         new = TrackedAdaptiveState(X, M, V, V_hat, U_tilde, state.t + 1)
         return new, cost(1, 1, dense_bits(state.X, copies=2))
 
@@ -217,8 +219,12 @@ def damsgrad(learning_rate, *, b1: float = 0.9, b2: float = 0.99, eps: float = 1
     rate, hp = _rate("damsgrad", learning_rate)
     b1, b2 = _check_beta("b1", b1), _check_beta("b2", b2)
     eps = _check_eps(eps)
-    return make("damsgrad", _tracked_adaptive(rate, b1, eps, True, b2), hp,
-                dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps))
+    return make(
+        "damsgrad",
+        _tracked_adaptive(rate, b1, eps, True, b2),
+        hp,
+        dict(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps),
+    )
 
 
 def dadagrad(learning_rate, *, b1: float = 0.9, eps: float = 1e-6) -> Algorithm:
@@ -238,8 +244,12 @@ def dadagrad(learning_rate, *, b1: float = 0.9, eps: float = 1e-6) -> Algorithm:
     rate, hp = _rate("dadagrad", learning_rate)
     b1 = _check_beta("b1", b1)
     eps = _check_eps(eps)
-    return make("dadagrad", _tracked_adaptive(rate, b1, eps, False), hp,
-                dict(learning_rate=learning_rate, b1=b1, eps=eps))
+    return make(
+        "dadagrad",
+        _tracked_adaptive(rate, b1, eps, False),
+        hp,
+        dict(learning_rate=learning_rate, b1=b1, eps=eps),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,8 +288,15 @@ class AMSGradDirection(NamedTuple):
         return U, AMSGradMoments(M, V, V_hat)
 
 
-def ada_choco_sgd(learning_rate, gamma=1.0, compressor=None, *, b1: float = 0.9, b2: float = 0.99,
-                  eps: float = 1e-6) -> Algorithm:
+def ada_choco_sgd(
+    learning_rate,
+    gamma=1.0,
+    compressor=None,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.99,
+    eps: float = 1e-6,
+) -> Algorithm:
     """Communication-efficient adaptive decentralized SGD: Choco-SGD (paper order) whose local
     step is the AMSGrad direction (in the spirit of Gao & Huang's communication-efficient
     adaptive serverless method).
@@ -326,6 +343,11 @@ def ada_choco_sgd(learning_rate, gamma=1.0, compressor=None, *, b1: float = 0.9,
     b1, b2 = _check_beta("b1", b1), _check_beta("b2", b2)
     eps = _check_eps(eps)
     parts = compressed_sgd(AMSGradDirection(rate, b1, b2, eps), compressor, "paper")
-    return make("ada_choco_sgd", parts, hp,
-                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor, b1=b1, b2=b2,
-                     eps=eps))
+    return make(
+        "ada_choco_sgd",
+        parts,
+        hp,
+        dict(
+            learning_rate=learning_rate, gamma=gamma, compressor=compressor, b1=b1, b2=b2, eps=eps
+        ),
+    )

@@ -1,8 +1,8 @@
 """Baselines without compression (ALGORITHMS.md section 3).
 
 All updates are written for stacked pytrees ``X`` (leaves ``[n, ...]``); ``mixer(Z)`` is one round
-``W Z``; ``oracle(X, key)`` the stacked stochastic gradients at X; ``η_t`` the learning rate (a number
-or an optax schedule evaluated at the step counter t).
+``W Z``; ``oracle(X, key)`` the stacked stochastic gradients at X; ``η_t`` the learning rate (a
+number or an optax schedule evaluated at the step counter t).
 """
 
 from __future__ import annotations
@@ -15,8 +15,19 @@ import jax.numpy as jnp
 from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
-from ._common import (LocalState, LocalUpdate, Rate, cost, dense_bits, learning_rate as _rate,
-                      local_init, local_update, make, stacked_params, structural)
+from ._common import (
+    LocalState,
+    LocalUpdate,
+    Rate,
+    cost,
+    dense_bits,
+    local_init,
+    local_update,
+    make,
+    stacked_params,
+    structural,
+)
+from ._common import learning_rate as _rate
 
 __all__ = ["centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion"]
 
@@ -51,8 +62,12 @@ def centralized_sgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
       >>> algo = centralized_sgd(0.1)
     """
     local, hp = local_update("centralized_sgd", learning_rate, local_optimizer)
-    return make("centralized_sgd", _centralized(local), hp,
-                dict(learning_rate=learning_rate, local_optimizer=local_optimizer))
+    return make(
+        "centralized_sgd",
+        _centralized(local),
+        hp,
+        dict(learning_rate=learning_rate, local_optimizer=local_optimizer),
+    )
 
 
 @structural
@@ -90,9 +105,14 @@ def dsgd(learning_rate=None, *, gossip_every: int = 1, local_optimizer=None) -> 
     """
     local, hp = local_update("dsgd", learning_rate, local_optimizer)
     gossip_every = checks.integer("gossip_every", gossip_every)
-    return make("dsgd", _dsgd(local, gossip_every), hp,
-                dict(learning_rate=learning_rate, gossip_every=gossip_every,
-                     local_optimizer=local_optimizer))
+    return make(
+        "dsgd",
+        _dsgd(local, gossip_every),
+        hp,
+        dict(
+            learning_rate=learning_rate, gossip_every=gossip_every, local_optimizer=local_optimizer
+        ),
+    )
 
 
 @structural
@@ -116,8 +136,12 @@ def dpsgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
       >>> algo = dpsgd(0.1)
     """
     local, hp = local_update("dpsgd", learning_rate, local_optimizer)
-    return make("dpsgd", _dpsgd(local), hp,
-                dict(learning_rate=learning_rate, local_optimizer=local_optimizer))
+    return make(
+        "dpsgd",
+        _dpsgd(local),
+        hp,
+        dict(learning_rate=learning_rate, local_optimizer=local_optimizer),
+    )
 
 
 class TrackingState(NamedTuple):
@@ -182,8 +206,9 @@ def _d2_like(rate: Rate, lazy: bool):
         eta = rate(hp, state.t)
         D = tree.scale(eta, G)
         # 2 X_t − X_{t−1} − η_t G_t + η_{t−1} G_{t−1}; at t = 0 it is X_0 − η_0 G_0.
-        Z = jax.tree.map(lambda x, xp, d, dp: 2.0 * x - xp - d + dp, state.X, state.X_prev, D,
-                         state.D_prev)
+        Z = jax.tree.map(
+            lambda x, xp, d, dp: 2.0 * x - xp - d + dp, state.X, state.X_prev, D, state.D_prev
+        )
         WZ = mixer(Z)
         X = jax.tree.map(lambda z, wz: 0.5 * (z + wz), Z, WZ) if lazy else WZ
         return D2State(X, state.X, D, state.t + 1), cost(1, 1, dense_bits(state.X))
@@ -194,10 +219,12 @@ def _d2_like(rate: Rate, lazy: bool):
 def _check_d2_topology(topology):
     lam_min = topology.lambda_min
     if not lam_min > -1.0 / 3.0:
-        raise ValueError(f"d2 requires the smallest eigenvalue of W to exceed -1/3; topology "
-                         f"{topology.name} has lambda_min(W) = {lam_min:.4f}. Use "
-                         "exact_diffusion(...) instead, or build the topology with "
-                         "weights='lazy' (all eigenvalues >= 0).")
+        raise ValueError(
+            f"d2 requires the smallest eigenvalue of W to exceed -1/3; topology "
+            f"{topology.name} has lambda_min(W) = {lam_min:.4f}. Use "
+            "exact_diffusion(...) instead, or build the topology with "
+            "weights='lazy' (all eigenvalues >= 0)."
+        )
 
 
 def d2(learning_rate) -> Algorithm:
@@ -214,8 +241,13 @@ def d2(learning_rate) -> Algorithm:
       >>> algo = d2(0.05)
     """
     rate, hp = _rate("d2", learning_rate)
-    return make("d2", _d2_like(rate, False), hp, dict(learning_rate=learning_rate),
-                validate=_check_d2_topology)
+    return make(
+        "d2",
+        _d2_like(rate, False),
+        hp,
+        dict(learning_rate=learning_rate),
+        validate=_check_d2_topology,
+    )
 
 
 def exact_diffusion(learning_rate) -> Algorithm:
@@ -229,4 +261,3 @@ def exact_diffusion(learning_rate) -> Algorithm:
     """
     rate, hp = _rate("exact_diffusion", learning_rate)
     return make("exact_diffusion", _d2_like(rate, True), hp, dict(learning_rate=learning_rate))
-

@@ -16,7 +16,8 @@ over leaves, mean over workers), via :func:`decsim.compression.compress_stacked`
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,8 @@ from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm, Compressor
 from ..compression import check_compressor, compress_stacked, identity
-from ._common import (LocalUpdate, Rate, cost, learning_rate as _rate, local_update, make,
-                      stacked_params, structural)
+from ._common import Rate, cost, local_update, make, stacked_params, structural
+from ._common import learning_rate as _rate
 from ._exchange import EXCHANGES, check_gamma, compress_key, gossip_term
 
 __all__ = ["choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd", "deepsqueeze",
@@ -51,7 +52,7 @@ class ChocoState(NamedTuple):
 
 @structural
 def compressed_sgd(local, compressor: Compressor, order: str = "paper",
-                   post: Optional[Callable] = None):
+                   post: Callable | None = None):
     """The one step body of the compressed-SGD family: ``(init, step, params)``.
 
     ``X½ = X_t + U_t`` with ``(U_t, opt) = local.update(G_t, opt, X_t, t, hparams)``; then
@@ -399,7 +400,7 @@ def _tuner(compressor: Compressor, rounds: int):
 
 
 def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: int = 1000,
-               grid: Optional[Sequence[float]] = None, full_output: bool = False):
+               grid: Sequence[float] | None = None, full_output: bool = False):
     """Pick Choco's consensus step size γ for a compressor on a topology (the Choco code's tuner).
 
     Runs ``choco_gossip(γ, compressor)`` for ``rounds`` rounds from Gaussian vectors
@@ -444,8 +445,10 @@ def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: in
              else tuple(d) if isinstance(d, (list, tuple)) else None)
     if not sizes or any(not checks.is_number(s) or not isinstance(s, numbers.Integral) or s < 1
                         for s in sizes):
-        raise ValueError(f"d must be a positive integer (the vector size) or a sequence of positive "
-                         f"leaf sizes; got d={d!r}.")
+        raise ValueError(
+            f"d must be a positive integer (the vector size) or a sequence of positive "
+            f"leaf sizes; got d={d!r}."
+        )
     rounds = checks.integer("rounds", rounds)
     grid = np.logspace(-3, 0, 20) if grid is None else np.asarray(grid, np.float64).reshape(-1)
     if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
@@ -454,14 +457,20 @@ def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: in
     rng = np.random.default_rng(seed)
     X0 = [jnp.asarray(rng.normal(size=(n, int(s))), jnp.float32) for s in sizes]
     program = _tuner(compressor, rounds)
-    errors, hits, floor = program(jnp.asarray(grid, jnp.float32), X0, jnp.asarray(W, jnp.float32),
-                                  jax.random.PRNGKey(seed))
-    errors, hits, floor = (np.asarray(errors, np.float64), np.asarray(hits),
-                           float(np.asarray(floor)[0]))
+    errors, hits, floor = program(
+        jnp.asarray(grid, jnp.float32), X0, jnp.asarray(W, jnp.float32), jax.random.PRNGKey(seed)
+    )
+    errors, hits, floor = (
+        np.asarray(errors, np.float64),
+        np.asarray(hits),
+        float(np.asarray(floor)[0]),
+    )
     finite = np.isfinite(errors)
     if not finite.any():
-        raise ValueError(f"every gamma in the grid diverged for {compressor.name} on this topology; "
-                         "try a grid of smaller values.")
+        raise ValueError(
+            f"every gamma in the grid diverged for {compressor.name} on this topology; "
+            "try a grid of smaller values."
+        )
     # lexicographic: final error (converged ones tie at the floor), then the round at which the
     # floor was reached, then the larger gamma
     score = np.where(finite, np.maximum(errors, floor), np.inf)

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
-from ._common import (LocalUpdate, Rate, cost, dense_bits, learning_rate as _rate, make,
-                      stacked_params, structural)
+from ._common import LocalUpdate, Rate, cost, dense_bits, make, stacked_params, structural
+from ._common import learning_rate as _rate
 
 __all__ = ["detag", "accelerated_gossip"]
 

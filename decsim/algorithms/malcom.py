@@ -18,7 +18,7 @@ between nonzero positions and each nonzero's sign and level, Elias-gamma coded.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,8 @@ from .. import _checks as checks
 from .. import tree
 from .._types import Algorithm
 from ..compression import dithered, identity
-from ._common import LocalUpdate, Rate, learning_rate as _rate, make
+from ._common import LocalUpdate, Rate, make
+from ._common import learning_rate as _rate
 from ._exchange import check_gamma
 from .choco import compressed_sgd
 
@@ -57,7 +58,7 @@ def _sparsity(state):
     return {"sparsity": zeros / float(sum(a.size for a in leaves))}
 
 
-def malcom_psgd(learning_rate, gamma, l1, *, levels: Optional[int] = 16,
+def malcom_psgd(learning_rate, gamma, l1, *, levels: int | None = 16,
                 coder: str = "elias") -> Algorithm:
     """MALCOM-PSGD: Choco-style compressed gossip of dithered-quantized differences, an l1 prox
     step, and entropy-coded messages.

@@ -27,10 +27,19 @@ Example:
 
 from . import coding, operators
 from ._quantizer import FLOAT_BITS
-from .coding import (decode_message, elias_bits, elias_gamma_length, encode_message,
-                     quantize_message)
-from .operators import (check_compressor, compress_stacked, dithered, identity, num_kept, qsgd,
-                        qsgd_tau, rand_k, sign, top_k)
+from .coding import decode_message, elias_bits, elias_gamma_length, encode_message, quantize_message
+from .operators import (
+                     check_compressor,
+                     compress_stacked,
+                     dithered,
+                     identity,
+                     num_kept,
+                     qsgd,
+                     qsgd_tau,
+                     rand_k,
+                     sign,
+                     top_k,
+)
 
 REGISTRY = {name: getattr(operators, name) for name in operators.COMPRESSORS}
 

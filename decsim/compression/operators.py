@@ -102,7 +102,7 @@ def _flat_size(x) -> int:
 # compressors
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def identity() -> Compressor:
     """No compression: ``C(x) = x``; ω = 1; ``32 d`` bits (dense float32).
 
@@ -141,7 +141,7 @@ def top_k(fraction: float) -> Compressor:
     return _top_k(_check_fraction(fraction))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _top_k(fraction: float) -> Compressor:
     def compress(key, x):
         del key
@@ -201,7 +201,7 @@ def _random_subset(key, d: int, k: int):
     return idx
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rand_k(fraction: float, unbiased: bool) -> Compressor:
     def compress(key, x):
         flat = x.reshape(-1)
@@ -258,7 +258,7 @@ def qsgd(levels: int, unbiased: bool = False) -> Compressor:
     return _qsgd(check_levels(levels), unbiased)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _qsgd(levels: int, unbiased: bool) -> Compressor:
     def compress(key, x):
         q = quantize(key, x, levels)
@@ -273,7 +273,7 @@ def _qsgd(levels: int, unbiased: bool) -> Compressor:
                       unbiased=unbiased, deterministic=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sign() -> Compressor:
     """Scaled sign: ``C(x) = (‖x‖₁/d) sign(x)``.
 
@@ -329,7 +329,7 @@ def dithered(levels: int, coder: str = "fixed") -> Compressor:
     return _dithered(check_levels(levels), coder)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dithered(levels: int, coder: str = "fixed") -> Compressor:
     def compress(key, x):
         return quantize(key, x, levels)

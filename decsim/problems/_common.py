@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import numpy as np
 
@@ -22,7 +21,7 @@ def dim(value) -> int:
     return checks.integer("dim", value)
 
 
-def batch_size(value) -> Optional[int]:
+def batch_size(value) -> int | None:
     """A minibatch size per worker (integer >= 1) or ``None`` (the full local batch)."""
     if value is None:
         return None

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .. import data as _data
-from .. import tree
 from .._types import Problem
 from . import _common
 
 __all__ = ["custom"]
 
 
-def custom(loss_fn: Callable, params0, worker_data, *, batch_size: Optional[int] = None,
-           test_data=None, counts=None, test_metrics: Optional[Callable] = None,
+def custom(loss_fn: Callable, params0, worker_data, *, batch_size: int | None = None,
+           test_data=None, counts=None, test_metrics: Callable | None = None,
            name: str = "custom") -> Problem:
     """Any JAX loss on any per-worker data.
 
@@ -35,11 +32,15 @@ def custom(loss_fn: Callable, params0, worker_data, *, batch_size: Optional[int]
     """
     leaves = jax.tree.leaves(worker_data)
     if not leaves:
-        raise ValueError("worker_data must be a pytree with at least one array leaf [n_workers, m, ...].")
+        raise ValueError(
+            "worker_data must be a pytree with at least one array leaf [n_workers, m, ...]."
+        )
     shapes = {np.shape(a)[:2] for a in leaves}
     if any(np.ndim(a) < 2 for a in leaves) or len(shapes) != 1:
-        raise ValueError("every leaf of worker_data must have shape [n_workers, m, ...] with the same "
-                         f"n_workers and m; got leading shapes {sorted(shapes)}.")
+        raise ValueError(
+            "every leaf of worker_data must have shape [n_workers, m, ...] with the same "
+            f"n_workers and m; got leading shapes {sorted(shapes)}."
+        )
     n, m = shapes.pop()
     if counts is None:
         counts = np.full(n, m, np.int32)
@@ -52,23 +53,31 @@ def custom(loss_fn: Callable, params0, worker_data, *, batch_size: Optional[int]
     if test_data is not None and test_metrics is None:
         test_metrics = _default_test_metrics(loss_fn)
     if not callable(loss_fn):
-        raise ValueError(f"loss_fn must be a function (params, batch) -> scalar; got "
-                         f"{type(loss_fn).__name__}.")
+        raise ValueError(
+            f"loss_fn must be a function (params, batch) -> scalar; got {type(loss_fn).__name__}."
+        )
     params0 = jax.tree.map(np.asarray, params0)
     batch_size = _common.batch_size(batch_size)
     _common.check_model(loss_fn, params0, worker_data, name)
     _common.warn_small_workers(counts, batch_size, name)
     stacked0 = _common.stack_params0(params0, n)
-    return Problem(name=name, n_workers=int(n), params0=stacked0,
-                   data=jax.tree.map(np.asarray, worker_data), counts=counts, loss_fn=loss_fn,
-                   batch_size=batch_size, test_data=test_data,
-                   test_metrics=test_metrics, info={})
+    return Problem(
+        name=name,
+        n_workers=int(n),
+        params0=stacked0,
+        data=jax.tree.map(np.asarray, worker_data),
+        counts=counts,
+        loss_fn=loss_fn,
+        batch_size=batch_size,
+        test_data=test_data,
+        test_metrics=test_metrics,
+        info={},
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _default_test_metrics(loss_fn):
     def test_metrics(params, test):
         return {"test_loss": loss_fn(params, test)}
 
     return test_metrics
-

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import data as _data
-from .. import tree
-from .._types import Problem
 from .. import _checks as checks
+from .. import data as _data
+from .._types import Problem
 from . import _common
 from .classification import dense
 
@@ -75,7 +74,7 @@ def _fm_penalty(params):
     return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fm_fns(l2: float):
     """(loss_fn, test_metrics) of the FM / DeepFM model (the pytree says which); memoized so that
     equal options share one compiled program."""
@@ -99,7 +98,7 @@ FM_PARTITIONS = ("iid", "skewed")
 def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, embed_dim: int = 4,
                           deep: bool = False, hidden: Sequence[int] = (16,), partition: str = "iid",
                           skew: float = 1.0, exponent: float = 1.1, n_samples: int = 20000,
-                          test_fraction: float = 0.25, batch_size: Optional[int] = 32,
+                          test_fraction: float = 0.25, batch_size: int | None = 32,
                           l2: float = 0.0, signal: float = 2.0, init_scale: float = 0.01,
                           seed: int = 0) -> Problem:
     """Click-through-rate prediction with a factorization machine (or DeepFM) on synthetic sparse
@@ -162,28 +161,47 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
     if isinstance(embed_dim, bool) or not isinstance(embed_dim, (int, np.integer)) or embed_dim < 1:
         raise ValueError(f"embed_dim must be an integer >= 1; got embed_dim={embed_dim!r}.")
     if partition not in FM_PARTITIONS:
-        raise ValueError(f"partition={partition!r} is unknown for factorization_machine; choose one "
-                         f"of {FM_PARTITIONS}.{checks.closest(partition, FM_PARTITIONS)}")
+        raise ValueError(
+            f"partition={partition!r} is unknown for factorization_machine; choose one "
+            f"of {FM_PARTITIONS}.{checks.closest(partition, FM_PARTITIONS)}"
+        )
     if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1) (AUC needs a test split); got "
-                         f"test_fraction={test_fraction!r}.")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or \
-            n_samples * (1.0 - test_fraction) < 2 * n:
-        raise ValueError(f"n_samples must be an integer large enough to leave every worker at least "
-                         f"2 training samples after the test split; got n_samples={n_samples!r} "
-                         f"for n_workers={n}, test_fraction={test_fraction}.")
+        raise ValueError(
+            f"test_fraction must be in (0, 1) (AUC needs a test split); got "
+            f"test_fraction={test_fraction!r}."
+        )
+    if (
+        isinstance(n_samples, bool)
+        or not isinstance(n_samples, (int, np.integer))
+        or n_samples * (1.0 - test_fraction) < 2 * n
+    ):
+        raise ValueError(
+            f"n_samples must be an integer large enough to leave every worker at least "
+            f"2 training samples after the test split; got n_samples={n_samples!r} "
+            f"for n_workers={n}, test_fraction={test_fraction}."
+        )
     if not float(l2) >= 0.0:
         raise ValueError(f"l2 must be >= 0; got l2={l2!r}.")
     if not float(init_scale) > 0.0:
-        raise ValueError(f"init_scale must be positive (an FM started at zero embeddings never "
-                         f"learns interactions); got init_scale={init_scale!r}.")
+        raise ValueError(
+            f"init_scale must be positive (an FM started at zero embeddings never "
+            f"learns interactions); got init_scale={init_scale!r}."
+        )
     hidden = tuple(int(h) for h in hidden)
     if deep and (not hidden or min(hidden) < 1):
         raise ValueError(f"hidden must be positive layer sizes for deep=True; got {hidden!r}.")
 
     skew_used = float(skew) if partition == "skewed" else 0.0
-    gen = _data.synthetic_ctr(int(n_samples), vocab_sizes, embed_dim=int(embed_dim), n_groups=n,
-                              skew=skew_used, exponent=exponent, signal=signal, seed=seed)
+    gen = _data.synthetic_ctr(
+        int(n_samples),
+        vocab_sizes,
+        embed_dim=int(embed_dim),
+        n_groups=n,
+        skew=skew_used,
+        exponent=exponent,
+        signal=signal,
+        seed=seed,
+    )
     # Test split stratified by worker (the same share of every worker's samples), so the test set
     # is the equal-weight mixture of the workers' distributions and, when n divides n_samples,
     # every worker keeps the same number of training samples.
@@ -195,25 +213,35 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
         is_test[rng.choice(mine, size=int(round(test_fraction * mine.size)), replace=False)] = True
     parts = [np.flatnonzero((owner == w) & ~is_test) for w in range(n)]
     if min(p.size for p in parts) < 1:
-        raise ValueError("a worker received no training sample; increase n_samples or lower "
-                         "test_fraction.")
+        raise ValueError(
+            "a worker received no training sample; increase n_samples or lower test_fraction."
+        )
     (idx, y), counts = _data.stack([gen["idx"], gen["y"]], parts)
     test = {"idx": gen["idx"][is_test], "y": gen["y"][is_test]}
     if test["y"].min() == test["y"].max():
-        raise ValueError("the test split holds a single class, so AUC is undefined; increase "
-                         "n_samples or test_fraction.")
+        raise ValueError(
+            "the test split holds a single class, so AUC is undefined; increase "
+            "n_samples or test_fraction."
+        )
 
     V = int(sum(vocab_sizes))
     prng = np.random.default_rng(seed + 7919)
-    params0 = {"bias": np.zeros((), np.float32), "linear": np.zeros(V, np.float32),
-               "embed": (init_scale * prng.normal(size=(V, int(embed_dim)))).astype(np.float32)}
+    params0 = {
+        "bias": np.zeros((), np.float32),
+        "linear": np.zeros(V, np.float32),
+        "embed": (init_scale * prng.normal(size=(V, int(embed_dim)))).astype(np.float32),
+    }
     if deep:
         sizes = (int(fields) * int(embed_dim),) + hidden + (1,)
         layers = []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
             bound = np.sqrt(6.0 / (fan_in + fan_out))
-            layers.append({"w": prng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32),
-                           "b": np.zeros(fan_out, np.float32)})
+            layers.append(
+                {
+                    "w": prng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32),
+                    "b": np.zeros(fan_out, np.float32),
+                }
+            )
         params0["mlp"] = layers
     stacked0 = jax.tree.map(lambda a: np.broadcast_to(a[None], (n,) + a.shape).copy(), params0)
     loss_fn, test_metrics = _fm_fns(float(l2))
@@ -221,15 +249,38 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
     bayes = gen["score"][is_test]
     yt = test["y"].astype(np.float64)
     bayes_loss = float(np.mean(np.logaddexp(0.0, bayes) - yt * bayes))
-    category_counts = np.stack([np.bincount(idx[w, :counts[w]].ravel(), minlength=V) for w in range(n)])
-    info = dict(partition=partition, skew=skew_used, exponent=float(exponent), fields=int(fields),
-                vocab_sizes=vocab_sizes, offsets=gen["offsets"], embed_dim=int(embed_dim),
-                deep=bool(deep), n_train=int(counts.sum()), n_test=int(is_test.sum()), l2=float(l2),
-                positive_rate=float(gen["y"].mean()), bayes_test_loss=bayes_loss,
-                bayes_test_auc=float(auc(jnp.asarray(bayes, jnp.float32), jnp.asarray(test["y"]))),
-                category_counts=category_counts,
-                rare_fraction=float(np.mean(category_counts.sum(0) < 5)), truth=gen["truth"])
+    category_counts = np.stack(
+        [np.bincount(idx[w, : counts[w]].ravel(), minlength=V) for w in range(n)]
+    )
+    info = dict(
+        partition=partition,
+        skew=skew_used,
+        exponent=float(exponent),
+        fields=int(fields),
+        vocab_sizes=vocab_sizes,
+        offsets=gen["offsets"],
+        embed_dim=int(embed_dim),
+        deep=bool(deep),
+        n_train=int(counts.sum()),
+        n_test=int(is_test.sum()),
+        l2=float(l2),
+        positive_rate=float(gen["y"].mean()),
+        bayes_test_loss=bayes_loss,
+        bayes_test_auc=float(auc(jnp.asarray(bayes, jnp.float32), jnp.asarray(test["y"]))),
+        category_counts=category_counts,
+        rare_fraction=float(np.mean(category_counts.sum(0) < 5)),
+        truth=gen["truth"],
+    )
     name = f"{'deepfm' if deep else 'fm'}(F={fields}, V={V}, k={embed_dim})/{partition}"
-    return Problem(name=name, n_workers=n, params0=stacked0, data={"idx": idx, "y": y},
-                   counts=counts, loss_fn=loss_fn, batch_size=_common.batch_size(batch_size),
-                   test_data=test, test_metrics=test_metrics, info=info)
+    return Problem(
+        name=name,
+        n_workers=n,
+        params0=stacked0,
+        data={"idx": idx, "y": y},
+        counts=counts,
+        loss_fn=loss_fn,
+        batch_size=_common.batch_size(batch_size),
+        test_data=test,
+        test_metrics=test_metrics,
+        info=info,
+    )

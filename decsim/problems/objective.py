@@ -9,7 +9,7 @@ of ``loss_fn`` over worker i's own samples, so every worker weighs the same what
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from .._types import Problem
 __all__ = ["local_loss", "is_uniform", "objective", "oracle", "full_loss", "optimum"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def local_loss(loss_fn, uniform: bool):
     """``f_i(x) = mean of loss over worker i's own rows``: ``(x, data_i, count_i) -> scalar``."""
     if uniform:

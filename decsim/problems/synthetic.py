@@ -3,15 +3,10 @@ consensus."""
 
 from __future__ import annotations
 
-import functools
-from typing import Callable, Optional, Sequence
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .. import _checks as checks
-from .. import data as _data
 from .. import tree
 from .._types import Problem
 from . import _common
@@ -29,7 +24,8 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     """Heterogeneous strongly convex quadratic with known optimum.
 
     ``f_i(x) = ½ (x − c_i)ᵀ A (x − c_i)`` with ``A = diag(linspace(mu, L, dim))`` shared by all
-    workers (so f is μ-strongly convex and L-smooth, exactly), ``c_i = x* + heterogeneity · A⁻¹ e_i``
+    workers (so f is μ-strongly convex and L-smooth, exactly),
+    ``c_i = x* + heterogeneity · A⁻¹ e_i``
     with ``Σ_i e_i = 0`` and ``(1/n) Σ_i ||e_i||² = 1``. Hence ``x* = mean_i c_i``,
     ``∇f_i(x) − ∇f(x) = −heterogeneity · e_i`` and ``ζ² = heterogeneity²`` (for n > 1).
     Stochastic gradients add ``noise · N(0, I)``: variance ``σ² = noise²`` per coordinate.
@@ -60,11 +56,26 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     # jax_enable_x64), so x64 runs see the exact problem whose x* and f* are recorded
     data = {"a": np.broadcast_to(a, (n, 1, dim)).copy(), "c": c[:, None, :].copy()}
     params0 = np.zeros((n, dim), np.float32)  # exact in every float dtype
-    info = dict(x_star=x_star, f_star=f_star, L=float(L), mu=float(mu),
-                sigma2=float(noise) ** 2, zeta2=zeta2, dim=int(dim))
-    return Problem(name=f"quadratic(d={dim})", n_workers=n, params0=params0, data=data,
-                   counts=np.ones(n, np.int32), loss_fn=_quadratic_loss, batch_size=None,
-                   noise_std=float(noise), info=info)
+    info = dict(
+        x_star=x_star,
+        f_star=f_star,
+        L=float(L),
+        mu=float(mu),
+        sigma2=float(noise) ** 2,
+        zeta2=zeta2,
+        dim=int(dim),
+    )
+    return Problem(
+        name=f"quadratic(d={dim})",
+        n_workers=n,
+        params0=params0,
+        data=data,
+        counts=np.ones(n, np.int32),
+        loss_fn=_quadratic_loss,
+        batch_size=None,
+        noise_std=float(noise),
+        info=info,
+    )
 
 
 def _consensus_metrics(X, aux):
@@ -83,9 +94,23 @@ def consensus(n_workers: int, dim: int, *, seed: int = 0) -> Problem:
     a0 = rng.normal(size=(n, dim)).astype(np.float32)
     data = {"a": np.ones((n, 1, dim), np.float32), "c": a0[:, None, :].copy()}
     mean = a0.mean(axis=0)
-    info = dict(x_star=mean, f_star=float(np.mean(0.5 * np.sum((a0 - mean) ** 2, axis=1))),
-                L=1.0, mu=1.0, sigma2=0.0, dim=int(dim))
-    return Problem(name=f"consensus(d={dim})", n_workers=n, params0=a0, data=data,
-                   counts=np.ones(n, np.int32), loss_fn=_quadratic_loss, batch_size=None,
-                   extra_metrics=_consensus_metrics, aux=mean, info=info)
-
+    info = dict(
+        x_star=mean,
+        f_star=float(np.mean(0.5 * np.sum((a0 - mean) ** 2, axis=1))),
+        L=1.0,
+        mu=1.0,
+        sigma2=0.0,
+        dim=int(dim),
+    )
+    return Problem(
+        name=f"consensus(d={dim})",
+        n_workers=n,
+        params0=a0,
+        data=data,
+        counts=np.ones(n, np.int32),
+        loss_fn=_quadratic_loss,
+        batch_size=None,
+        extra_metrics=_consensus_metrics,
+        aux=mean,
+        info=info,
+    )
