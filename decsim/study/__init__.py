@@ -3,8 +3,13 @@
 - :mod:`decsim.study.grid`: a grid -> canonical run configs (:func:`expand`), planned runs with
   their ids and groups (:func:`plan`), shards (:func:`parse_shard`).
 - :mod:`decsim.study.store`: the on-disk result format (:data:`FORMAT`, :func:`write_run`,
-  :func:`read_run`, :func:`is_complete`) and reading a store back (:func:`load_results`,
-  :func:`load_histories`).
+  :func:`read_run`, :func:`verify_run`, :func:`is_complete`, :func:`tidy`) and reading a store
+  back (:func:`load_results`, :func:`load_histories`); its layers, each re-exported by it:
+  :mod:`decsim.study.records` (the record format and the checks of untrusted JSON,
+  :class:`BadRecord`, :class:`StoreWarning`, the limits), :mod:`decsim.study.npz` (the checks of
+  untrusted NPZ files), :mod:`decsim.study.files` (a run's file names and locks),
+  :mod:`decsim.study.writing` (crash-safe writes, :func:`tidy`) and
+  :mod:`decsim.study.fingerprint` (:func:`problem_facts`, :func:`problem_fingerprint`).
 - :mod:`decsim.study.sweep`: :func:`sweep` and :func:`sweep_file`, which run a grid into a store
   (``ds.sweep`` is this function).
 - :mod:`decsim.study.speedup`: the linear-speedup study (:func:`speedup_study`, ``decsim
@@ -36,12 +41,17 @@ from .speedup import (
 )
 from .store import (
                       FORMAT,
+                      BadRecord,
+                      StoreWarning,
                       is_complete,
                       json_safe,
                       load_histories,
                       load_results,
                       problem_facts,
+                      problem_fingerprint,
                       read_run,
+                      tidy,
+                      verify_run,
                       write_run,
 )
 from .sweep import SweepReport, sweep, sweep_file
@@ -50,8 +60,9 @@ __all__ = [
     # grid
     "PlannedRun", "expand", "plan", "parse_shard", "flatten", "digest", "run_id", "group_id",
     # store
-    "FORMAT", "write_run", "read_run", "is_complete", "load_results", "load_histories",
-    "problem_facts", "json_safe",
+    "FORMAT", "write_run", "read_run", "verify_run", "is_complete", "load_results",
+    "load_histories", "problem_facts", "problem_fingerprint", "json_safe", "tidy", "BadRecord",
+    "StoreWarning",
     # sweep
     "sweep", "sweep_file", "SweepReport",
     # speedup
