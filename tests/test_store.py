@@ -308,7 +308,7 @@ def test_stored_parameters_are_read_back_and_bounded(tmp_path, monkeypatch):
     np.testing.assert_array_equal(arrays["param/['b']"], params["b"][1])
     assert arrays["param/['w']"].dtype == np.float32 and arrays["param/['w']"].flags.writeable
     assert arrays["metric/loss"].flags.writeable
-    monkeypatch.setattr(store, "MAX_PARAM_BYTES", 40)  # less than the 32 + 48 bytes stored
+    monkeypatch.setattr(ds.study.records, "MAX_PARAM_BYTES", 40)  # < 32 + 48 bytes stored
     with pytest.raises(store.BadRecord, match="MAX_PARAM_BYTES"):
         store.verify_run(str(tmp_path), OTHER.id)
     with pytest.raises(ValueError, match="MAX_PARAM_BYTES"):  # never written, so never rerun

@@ -22,8 +22,8 @@ count as finished.
 - *A bad record is skipped, never fatal*: :func:`load_results` and :func:`load_histories` skip
   it with a :class:`StoreWarning` naming the file and the reason. Reading is bounded in memory
   and time (:mod:`decsim.study.records`, :mod:`decsim.study.npz`): by :data:`MAX_JSON_BYTES`,
-  :data:`MAX_JSON_DEPTH`, :data:`MAX_MEMBERS` and :data:`MAX_PARAM_BYTES`, all checked before
-  any array is read.
+  :data:`MAX_JSON_DEPTH`, :data:`MAX_MEMBERS` and :data:`MAX_PARAM_BYTES` (set them in
+  :mod:`decsim.study.records`), all checked before any array is read.
 - *Concurrent writers are safe* (:mod:`decsim.study.files`): writers of one run take its lock;
   readers take none but retry, under a shared lock, a run that a writer changed while they read
   it.
@@ -53,20 +53,22 @@ import contextlib
 import errno
 import os
 import re
-import sys
-import types
 import warnings
 
 import numpy as np
 
 from .._types import History
-from . import grid, records
+from . import grid
 from .files import identity, lock_path, locked, prev_path, run_paths
 from .fingerprint import problem_facts, problem_fingerprint
 from .npz import read_npz
-from .records import (
+from .records import (  # the limits live in records (set them there: records.MAX_PARAM_BYTES)
     FORMAT,
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    MAX_MEMBERS,
     MAX_NPZ_BYTES,
+    MAX_PARAM_BYTES,
     BadRecord,
     StoreWarning,
     json_safe,
@@ -81,7 +83,7 @@ __all__ = ["FORMAT", "write_run", "read_run", "verify_run", "is_complete", "load
            "load_histories", "problem_facts", "problem_fingerprint", "json_safe", "tidy",
            "BadRecord", "StoreWarning", "STALE_SECONDS",
            # properties of this module's class (_StoreModule, at the end): records' limits, live
-           "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "MAX_PARAM_BYTES"]  # noqa: F822
+           "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_MEMBERS", "MAX_PARAM_BYTES"]
 
 _READ_ATTEMPTS = 3
 _ID = re.compile(r"[0-9a-f]{16}")
@@ -308,31 +310,3 @@ def load_histories(out_dir: str, *, groups=None) -> dict:
             compile_seconds=sum(r["compile_seconds"] / r.get("group_size", 1) for r, _ in items),
             run_seconds=sum(r["run_seconds"] / r.get("group_size", 1) for r, _ in items))
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the limits, live
-
-
-def _limit(name: str) -> property:
-    """``store.<name>`` read or set as ``records.<name>``, the value the checks read."""
-    return property(lambda _: getattr(records, name),
-                    lambda _, value: setattr(records, name, value),
-                    doc=f"decsim.study.records.{name}")
-
-
-class _StoreModule(types.ModuleType):
-    """This module, its limits those of :mod:`decsim.study.records` (as when they lived here:
-    ``decsim.study.store.MAX_PARAM_BYTES = ...`` changes what the checks and writes allow)."""
-
-    MAX_JSON_BYTES = _limit("MAX_JSON_BYTES")
-    MAX_JSON_DEPTH = _limit("MAX_JSON_DEPTH")
-    MAX_MEMBERS = _limit("MAX_MEMBERS")
-    MAX_PARAM_BYTES = _limit("MAX_PARAM_BYTES")
-
-    def __dir__(self):
-        return sorted(set(super().__dir__()) | {"MAX_JSON_BYTES", "MAX_JSON_DEPTH",
-                                                 "MAX_MEMBERS", "MAX_PARAM_BYTES"})
-
-
-sys.modules[__name__].__class__ = _StoreModule

@@ -126,7 +126,7 @@ def write_run(out_dir: str, planned: grid.PlannedRun, hist: History, index: int,
     if param_bytes > records.MAX_PARAM_BYTES:
         raise ValueError(f"run {planned.id}: its parameters take {param_bytes} bytes, more than "
                          f"the store's limit MAX_PARAM_BYTES = {records.MAX_PARAM_BYTES}; store it "
-                         f"without save_params, or raise decsim.study.store.MAX_PARAM_BYTES.")
+                         f"without save_params, or raise decsim.study.records.MAX_PARAM_BYTES.")
     params = sum(1 for k in arrays if k.startswith("param/"))
     if len(arrays) > records.MAX_MEMBERS or len(arrays) - params > MAX_SERIES:
         raise ValueError(f"run {planned.id}: {len(arrays)} arrays are more than the store holds "
