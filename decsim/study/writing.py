@@ -107,17 +107,15 @@ def write_run(out_dir: str, planned: grid.PlannedRun, hist: History, index: int,
       The JSON path. Writers of one run wait for each other; the record is in place, whole, when
       this returns.
     """
-    arrays = {"steps": np.asarray(hist.steps)}
-    batched = hist.batched
-    for name, values in hist.metrics.items():
-        v = np.asarray(values, dtype=np.float64)
-        arrays[f"metric/{name}"] = v[index] if batched else v
-    if save_params and hist.params is not None:
+    run = hist.select(index)  # this run alone, whether or not the call was batched
+    arrays = {"steps": np.asarray(run.steps)}
+    for name, values in run.metrics.items():
+        arrays[f"metric/{name}"] = np.asarray(values, dtype=np.float64)
+    if save_params and run.params is not None:
         import jax
 
-        for path, leaf in jax.tree_util.tree_flatten_with_path(hist.params)[0]:
-            a = np.asarray(leaf)
-            arrays[f"param/{jax.tree_util.keystr(path)}"] = a[index] if batched else a
+        for path, leaf in jax.tree_util.tree_flatten_with_path(run.params)[0]:
+            arrays[f"param/{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
     clash = sorted(set(hist.metrics) & result_columns(planned.config))
     if clash:
         raise ValueError(f"run {planned.id}: metric {clash[0]!r} has the name of a column of "
@@ -135,12 +133,10 @@ def write_run(out_dir: str, planned: grid.PlannedRun, hist: History, index: int,
     np.savez(buf, **arrays)
     data = buf.getvalue()
     json_path, npz_path = run_paths(out_dir, planned.id)
-    diverged = bool(np.atleast_1d(hist.diverged)[index])
-    step = int(np.atleast_1d(hist.diverged_step)[index])
+    diverged, step = bool(run.diverged), int(run.diverged_step)
     final = {}
-    for name, values in hist.metrics.items():
+    for name, values in run.metrics.items():
         v = np.asarray(values, dtype=np.float64)
-        v = v[index] if batched else v
         finite = v[np.isfinite(v)]
         final[name] = float(finite[-1]) if finite.size else None
     record = {
@@ -157,7 +153,7 @@ def write_run(out_dir: str, planned: grid.PlannedRun, hist: History, index: int,
             "topology": hist.config.get("topology"),
             "n_workers": hist.config.get("n_workers"),
             "spectral_gap": hist.config.get("spectral_gap"),
-            "hparams": _own_hparams(hist.config.get("hparams"), index),
+            "hparams": run.config.get("hparams"),
             **facts,
         },
         "final": final,
@@ -286,13 +282,6 @@ def tidy(out_dir: str, *, older_than: float = STALE_SECONDS) -> list:
         except OSError:
             continue
     return removed
-
-
-def _own_hparams(hparams, index: int):
-    """Run ``index``'s hyperparameters from a History's (per-run lists in a batched call)."""
-    if not hparams:
-        return hparams
-    return {k: (v[index] if isinstance(v, (list, tuple)) else v) for k, v in hparams.items()}
 
 
 def _version() -> str:
