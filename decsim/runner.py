@@ -30,6 +30,19 @@ import numpy as np
 
 from . import _checks as checks
 from . import tree
+from ._history import assemble_metrics, fetch, finite
+from ._history import record as run_record
+from ._loop import (
+    algo_key,
+    init_key,
+    make_init,
+    make_metrics,
+    make_segment,
+    make_step,
+    metrics_args,
+    metrics_key,
+    problem_key,
+)
 from ._programs import (
     BATCHING,
     TRACE_COUNTS,
@@ -48,7 +61,6 @@ from ._programs import (
 from ._types import Algorithm, History, Problem
 from .gossip import GossipPlan
 from .gossip import plan as gossip_plan
-from .problems.objective import is_uniform, objective
 from .problems.objective import oracle as make_oracle
 from .topology import Topology
 
@@ -56,147 +68,10 @@ __all__ = ["run", "trajectory", "TRACE_COUNTS", "trace_count", "clear_cache",
            "enable_compilation_cache", "make_oracle"]
 
 _PROGRESS_MIN_SECONDS = 3.0
-_DIVERGENCE_KEYS = ("loss", "grad_norm_sq", "consensus")
 # Params snapshots one call may hold (it bounds the chunks per call). A call holds chunks + 1 of
 # them, so at least two: for a model of P bytes (all workers), a run needs about 2P of device
 # memory beyond the algorithm's own state, which holds one to four copies of the params already.
 _SNAPSHOT_BUDGET_BYTES = 128 * 2**20
-_INIT_STREAM = 2**31 - 1
-
-
-# ---------------------------------------------------------------------------------------------
-# the step and the compiled programs
-
-
-def _init_key(run_key):
-    """The key an algorithm's ``init`` receives (disjoint from every step key
-    ``fold_in(run_key, t)``)."""
-    return jax.random.fold_in(run_key, _INIT_STREAM)
-
-
-def _make_step(algo, problem: Problem, gplan: GossipPlan):
-    """``step(hparams, state, t, run_key, args) -> (state, StepCost)``: one algorithm step with
-    the oracle, the mixer of step t and the key ``fold_in(run_key, t)``. Shared by :func:`run`
-    and :func:`trajectory`, so both use exactly the same randomness."""
-
-    def step(hparams, state, t, run_key, args):
-        oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
-        mixer = gplan.mixer(args["topology"], args["lam"], t)
-        return algo.step(state, hparams, oracle, mixer, jax.random.fold_in(run_key, t))
-
-    return step
-
-
-def _snapshot(algo, state):
-    """What an evaluation needs of a state: the stacked params and the algorithm's own metrics."""
-    extra_fn = getattr(algo, "extra_metrics", None)
-    extra = extra_fn(state) if extra_fn is not None else {}
-    return algo.params(state), {k: jnp.asarray(v, float_dtype()) for k, v in extra.items()}
-
-
-def _make_init(algo, constrain):
-    def init(run_key, args):
-        TRACE_COUNTS["init"] += 1
-        return constrain(algo.init(args["params0"], _init_key(run_key)))
-
-    return init
-
-
-def _make_segment(
-    algo,
-    problem: Problem,
-    gplan: GossipPlan,
-    eval_every: int,
-    chunks: int,
-    constrain,
-    constrain_stacked,
-):
-    """``chunks`` chunks of ``eval_every`` steps. Returns the new state, the cost of each chunk and
-    ``chunks + 1`` snapshots (:func:`_snapshot`, stacked): the incoming state's, then the state
-    after each chunk. The metrics program evaluates them (all of them on a run's first call, the
-    incoming one, evaluated by the previous call, being skipped afterwards)."""
-    step = _make_step(algo, problem, gplan)
-
-    def segment(hparams, state, t0, run_key, args):
-        TRACE_COUNTS["segment"] += 1
-
-        def one_step(state, t):
-            state, cost = step(hparams, state, t, run_key, args)
-            return state, jnp.stack([jnp.asarray(c, float_dtype()) for c in cost])
-
-        def chunk(state, c):
-            ts = t0 + c * eval_every + jnp.arange(eval_every, dtype=jnp.int32)
-            state, costs = jax.lax.scan(one_step, state, ts)
-            return state, (jnp.sum(costs, axis=0), _snapshot(algo, state))
-
-        first = _snapshot(algo, state)
-        state, (costs, snaps) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
-        snaps = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s]), first, snaps)
-        return constrain(state), costs.reshape(chunks, 3), constrain_stacked(snaps)
-
-    return segment
-
-
-def _problem_metrics(problem: Problem, X, margs):
-    """The metrics of the stacked params ``X``: everything that depends on the problem alone."""
-    xbar = tree.worker_mean(X)
-    loss, grad = jax.value_and_grad(objective(problem))(xbar, margs["data"], margs["counts"])
-    out = {
-        "loss": loss,
-        "grad_norm_sq": tree.sq_norm(grad),
-        "consensus": tree.consensus_distance(X),
-    }
-    if problem.test_metrics is not None and margs["test"] is not None:
-        out.update(problem.test_metrics(xbar, margs["test"]))
-    if problem.extra_metrics is not None:
-        out.update(problem.extra_metrics(X, margs["aux"]))
-    return {k: jnp.asarray(v, float_dtype()) for k, v in out.items()}
-
-
-def _make_metrics(problem: Problem):
-    """``(Xs, start, margs) -> metrics``: the problem's metrics of the stacked params snapshots
-    ``Xs`` (leaves ``[k, n, ...]``) from index ``start`` on (entries before it are 0). It depends
-    on the problem alone, so every algorithm run on one problem (with the same shapes) shares one
-    compiled program; the metrics are most of the compile time of a run."""
-
-    def metrics(Xs, start, margs):
-        TRACE_COUNTS["metrics"] += 1
-        k = jax.tree.leaves(Xs)[0].shape[0]
-
-        def one(c):
-            X = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, c, keepdims=False), Xs)
-            return _problem_metrics(problem, X, margs)
-
-        out = jax.tree.map(lambda v: jnp.zeros((k,) + v.shape, v.dtype), jax.eval_shape(one, 0))
-        body = lambda c, out: jax.tree.map(lambda o, v: o.at[c].set(v), out, one(c))  # noqa: E731
-        return jax.lax.fori_loop(start, k, body, out)
-
-    return metrics
-
-
-def _metrics_args(args: dict) -> dict:
-    """The program arguments the metrics read (not the graph: one metrics program serves all)."""
-    return {k: args[k] for k in ("data", "counts", "test", "aux")}
-
-
-def _problem_key(problem: Problem) -> tuple:
-    return (problem.loss_fn, problem.batch_size, problem.noise_std > 0) + _metrics_key(problem)
-
-
-def _metrics_key(problem: Problem) -> tuple:
-    """What the metrics program depends on besides shapes (not the batch size, noise or graph)."""
-    return (
-        problem.loss_fn,
-        is_uniform(problem),
-        problem.test_metrics if problem.test_data is not None else None,
-        problem.extra_metrics,
-    )
-
-
-def _algo_key(algo) -> tuple:
-    """The functions a program closes over. Factories memoize them per structure, so equal
-    structure gives equal keys (one program for every value of the hyperparameters)."""
-    return (algo.init, algo.step, algo.params, getattr(algo, "extra_metrics", None))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,13 +242,13 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
 
 def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batching: str):
     """The init and segment executables (from the cache when seen before) and compile seconds."""
-    prog_key = (_algo_key(algorithm), _problem_key(problem), mesh_key(p.mesh))
+    prog_key = (algo_key(algorithm), problem_key(problem), mesh_key(p.mesh))
     n = problem.n_workers
     constrain = worker_constraint(p.mesh, n)
     constrain_stacked = worker_constraint(p.mesh, n, axis=1)
     init_prog, secs_init = compiled(
         "init",
-        lambda: _make_init(algorithm, constrain),
+        lambda: make_init(algorithm, constrain),
         prog_key,
         (p.keys, p.args),
         batched,
@@ -384,7 +259,7 @@ def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batch
     t0 = jnp.zeros((), jnp.int32)
     seg_prog, secs_seg = compiled(
         "segment",
-        lambda: _make_segment(
+        lambda: make_segment(
             algorithm, problem, p.gplan, eval_every, p.chunks, constrain, constrain_stacked
         ),
         prog_key + (p.gplan.key, eval_every, p.chunks),
@@ -425,7 +300,7 @@ def _drive(
     """Call the segment program until ``steps`` are done or every run diverged; evaluate the
     snapshots of each call with the metrics program (compiled on the first snapshots)."""
     start = time.perf_counter()
-    margs = _metrics_args(p.args)
+    margs = metrics_args(p.args)
     t0 = jnp.zeros((), jnp.int32)
     metrics_prog, compile_seconds = None, 0.0
     records, cost_chunks, bar, done = [], [], None, 0
@@ -438,8 +313,8 @@ def _drive(
             tic = time.perf_counter()
             metrics_prog, compile_seconds = compiled(
                 "metrics",
-                lambda: _make_metrics(problem),
-                _metrics_key(problem) + (mesh_key(p.mesh),),
+                lambda: make_metrics(problem),
+                metrics_key(problem) + (mesh_key(p.mesh),),
                 (Xs, t0, margs),
                 batched,
                 (0, None, None),
@@ -456,7 +331,7 @@ def _drive(
         )
         cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, 3))
         done += p.chunks * eval_every
-        diverged |= ~_finite(records[-1], n_runs)
+        diverged |= ~finite(records[-1], n_runs)
         bar = _progress(
             bar, progress, algorithm, topology, start, done, steps, p.chunks * eval_every
         )
@@ -479,70 +354,6 @@ def _progress(bar, progress, algorithm, topology, start, done, steps, per_call):
     elif bar is not None:
         bar.update(per_call)
     return bar
-
-
-def _finite(record: dict, n_runs: int) -> np.ndarray:
-    ok = np.ones(n_runs, dtype=bool)
-    for k in _DIVERGENCE_KEYS:
-        if k in record:
-            ok &= np.all(np.isfinite(record[k]), axis=1)
-    return ok
-
-
-# ---------------------------------------------------------------------------------------------
-# phase 5: assemble
-
-
-def _assemble_metrics(d: _Driven, n_runs: int, n_evals: int, eval_every: int):
-    """Metrics ``[n_runs, n_evals + 1]`` with the cumulative costs, padded with NaN after an early
-    stop and blanked after each run's divergence; and each run's divergence step (or -1)."""
-    names = list(d.records[0])
-    evals_done = sum(r[names[0]].shape[1] for r in d.records)
-    metrics = {k: np.concatenate([r[k] for r in d.records], axis=1) for k in names}
-    per_chunk = np.concatenate(d.cost_chunks, axis=1) if d.cost_chunks else np.zeros((n_runs, 0, 3))
-    cumulative = np.concatenate([np.zeros((n_runs, 1, 3)), np.cumsum(per_chunk, axis=1)], axis=1)
-    for i, name in enumerate(("grad_evals", "comm_rounds", "bits")):
-        metrics[name] = cumulative[:, :, i]
-    for k, v in metrics.items():
-        if v.shape[1] < n_evals + 1:
-            metrics[k] = np.concatenate(
-                [v, np.full((n_runs, n_evals + 1 - v.shape[1]), np.nan)], axis=1
-            )
-    bad = np.zeros((n_runs, evals_done), dtype=bool)
-    for k in _DIVERGENCE_KEYS:
-        if k in metrics:
-            bad |= ~np.isfinite(metrics[k][:, :evals_done])
-    diverged_step = np.full(n_runs, -1, dtype=np.int64)
-    for s in range(n_runs):
-        hits = np.flatnonzero(bad[s])
-        if hits.size:
-            diverged_step[s] = int(hits[0]) * eval_every
-            for k in metrics:
-                metrics[k][s, int(hits[0]) :] = np.nan
-    return metrics, diverged_step
-
-
-def _record(algorithm, problem, topology, p: _Plan, steps, eval_every, given) -> dict:
-    """The run's record (``History.config``): names, arguments, hyperparameters (a list where
-    they were given one value per run, else the one value), sizes."""
-    per_run = {k for k, v in (given or {}).items() if np.ndim(v) == 1}
-    hp = {k: np.asarray(v, np.float64) for k, v in p.hp.items()}
-    return {
-        "algorithm": getattr(algorithm, "name", type(algorithm).__name__),
-        "algorithm_args": _plain(getattr(algorithm, "args", None) or {}),
-        "hparams": {
-            k: v.tolist() if k in per_run else float(v.reshape(-1)[0]) for k, v in hp.items()
-        },
-        "problem": problem.name,
-        "topology": topology.name,
-        "n_workers": problem.n_workers,
-        "spectral_gap": topology.spectral_gap,
-        "steps": int(steps),
-        "eval_every": int(eval_every),
-        "batch_size": problem.batch_size,
-        "gossip": p.gplan.path,
-        "devices": 1 if p.mesh is None else int(p.mesh.size),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,8 +441,8 @@ def run(
         progress,
         batching,
     )
-    metrics, diverged_step = _assemble_metrics(d, len(seed_list), p.n_evals, eval_every)
-    params = _fetch(jax.vmap(algorithm.params)(d.state) if batched else algorithm.params(d.state))
+    metrics, diverged_step = assemble_metrics(d, len(seed_list), p.n_evals, eval_every)
+    params = fetch(jax.vmap(algorithm.params)(d.state) if batched else algorithm.params(d.state))
     div = diverged_step >= 0
     return History(
         steps=np.arange(p.n_evals + 1) * eval_every,
@@ -641,7 +452,7 @@ def run(
         diverged_step=diverged_step if batched else int(diverged_step[0]),
         seeds=seed_list if batched else seed_list[0],
         config=dict(
-            _record(algorithm, problem, topology, p, steps, eval_every, hparams),
+            run_record(algorithm, problem, topology, p, steps, eval_every, hparams),
             batching=batching if batched else None,
         ),
         compile_seconds=compile_seconds + d.compile_seconds,
@@ -675,11 +486,11 @@ def trajectory(
     args = dict(device_data(problem))
     args["topology"] = as_float(dict(gplan.args))
     args["lam"] = jnp.asarray(topology.lam, float_dtype())
-    step = _make_step(algorithm, problem, gplan)
+    step = make_step(algorithm, problem, gplan)
 
     @jax.jit
     def go(hp, run_key, args):
-        state = algorithm.init(args["params0"], _init_key(run_key))
+        state = algorithm.init(args["params0"], init_key(run_key))
 
         def one(state, t):
             state, _ = step(hp, state, t, run_key, args)
@@ -689,30 +500,3 @@ def trajectory(
         return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), record(state), rest)
 
     return tree.to_numpy(go(hp, jax.random.PRNGKey(seed), args))
-
-
-def _fetch(stacked):
-    """Device pytree -> numpy pytree, also when the worker axis spans several processes (a mesh
-    over hosts after ``jax.distributed.initialize()``): each process then gets the whole array."""
-
-    def one(a):
-        if isinstance(a, jax.Array) and not a.is_fully_addressable:
-            from jax.experimental import multihost_utils
-
-            a = multihost_utils.process_allgather(a, tiled=True)
-        return np.asarray(a)
-
-    return jax.tree.map(one, stacked)
-
-
-def _plain(value):
-    """A JSON-friendly rendering of factory arguments (objects by name)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (str, int, float, bool, type(None))):
-        return value
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return [_plain(v) for v in value]
-    if callable(value):
-        return getattr(value, "__name__", type(value).__name__)
-    return getattr(value, "name", None) or type(value).__name__

@@ -1,0 +1,158 @@
+"""The bodies of the compiled programs a run is made of (traced once per structure and shapes).
+
+``make_step`` is one algorithm step with its oracle, mixer and key; ``make_init`` the initial
+state; ``make_segment`` chunks of ``lax.scan`` over steps with a params snapshot after each chunk;
+``make_metrics`` the metrics of the snapshots, a program that depends on the problem alone (so
+every algorithm run on one problem shares it). ``algo_key``/``problem_key``/``metrics_key`` say
+what each program closes over: the program cache keys on them (:mod:`decsim._programs`).
+
+Randomness: step t uses ``fold_in(run_key, t)``, which the gradient oracle splits into one key per
+worker; the initial state uses ``fold_in(run_key, 2**31 - 1)``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from . import tree
+from ._programs import TRACE_COUNTS, float_dtype
+from ._types import Problem
+from .gossip import GossipPlan
+from .problems.objective import is_uniform, objective
+from .problems.objective import oracle as make_oracle
+
+__all__ = ["INIT_STREAM", "init_key", "make_step", "snapshot", "make_init", "make_segment",
+           "make_metrics", "metrics_args", "problem_key", "metrics_key", "algo_key"]
+
+INIT_STREAM = 2**31 - 1
+
+def init_key(run_key):
+    """The key an algorithm's ``init`` receives (disjoint from every step key
+    ``fold_in(run_key, t)``)."""
+    return jax.random.fold_in(run_key, INIT_STREAM)
+
+
+def make_step(algo, problem: Problem, gplan: GossipPlan):
+    """``step(hparams, state, t, run_key, args) -> (state, StepCost)``: one algorithm step with
+    the oracle, the mixer of step t and the key ``fold_in(run_key, t)``. Shared by :func:`run`
+    and :func:`trajectory`, so both use exactly the same randomness."""
+
+    def step(hparams, state, t, run_key, args):
+        oracle = make_oracle(problem, args["data"], args["counts"], args["noise_std"])
+        mixer = gplan.mixer(args["topology"], args["lam"], t)
+        return algo.step(state, hparams, oracle, mixer, jax.random.fold_in(run_key, t))
+
+    return step
+
+
+def snapshot(algo, state):
+    """What an evaluation needs of a state: the stacked params and the algorithm's own metrics."""
+    extra_fn = getattr(algo, "extra_metrics", None)
+    extra = extra_fn(state) if extra_fn is not None else {}
+    return algo.params(state), {k: jnp.asarray(v, float_dtype()) for k, v in extra.items()}
+
+
+def make_init(algo, constrain):
+    def init(run_key, args):
+        TRACE_COUNTS["init"] += 1
+        return constrain(algo.init(args["params0"], init_key(run_key)))
+
+    return init
+
+
+def make_segment(
+    algo,
+    problem: Problem,
+    gplan: GossipPlan,
+    eval_every: int,
+    chunks: int,
+    constrain,
+    constrain_stacked,
+):
+    """``chunks`` chunks of ``eval_every`` steps. Returns the new state, the cost of each chunk and
+    ``chunks + 1`` snapshots (:func:`snapshot`, stacked): the incoming state's, then the state
+    after each chunk. The metrics program evaluates them (all of them on a run's first call, the
+    incoming one, evaluated by the previous call, being skipped afterwards)."""
+    step = make_step(algo, problem, gplan)
+
+    def segment(hparams, state, t0, run_key, args):
+        TRACE_COUNTS["segment"] += 1
+
+        def one_step(state, t):
+            state, cost = step(hparams, state, t, run_key, args)
+            return state, jnp.stack([jnp.asarray(c, float_dtype()) for c in cost])
+
+        def chunk(state, c):
+            ts = t0 + c * eval_every + jnp.arange(eval_every, dtype=jnp.int32)
+            state, costs = jax.lax.scan(one_step, state, ts)
+            return state, (jnp.sum(costs, axis=0), snapshot(algo, state))
+
+        first = snapshot(algo, state)
+        state, (costs, snaps) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
+        snaps = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s]), first, snaps)
+        return constrain(state), costs.reshape(chunks, 3), constrain_stacked(snaps)
+
+    return segment
+
+
+def problem_metrics(problem: Problem, X, margs):
+    """The metrics of the stacked params ``X``: everything that depends on the problem alone."""
+    xbar = tree.worker_mean(X)
+    loss, grad = jax.value_and_grad(objective(problem))(xbar, margs["data"], margs["counts"])
+    out = {
+        "loss": loss,
+        "grad_norm_sq": tree.sq_norm(grad),
+        "consensus": tree.consensus_distance(X),
+    }
+    if problem.test_metrics is not None and margs["test"] is not None:
+        out.update(problem.test_metrics(xbar, margs["test"]))
+    if problem.extra_metrics is not None:
+        out.update(problem.extra_metrics(X, margs["aux"]))
+    return {k: jnp.asarray(v, float_dtype()) for k, v in out.items()}
+
+
+def make_metrics(problem: Problem):
+    """``(Xs, start, margs) -> metrics``: the problem's metrics of the stacked params snapshots
+    ``Xs`` (leaves ``[k, n, ...]``) from index ``start`` on (entries before it are 0). It depends
+    on the problem alone, so every algorithm run on one problem (with the same shapes) shares one
+    compiled program; the metrics are most of the compile time of a run."""
+
+    def metrics(Xs, start, margs):
+        TRACE_COUNTS["metrics"] += 1
+        k = jax.tree.leaves(Xs)[0].shape[0]
+
+        def one(c):
+            X = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, c, keepdims=False), Xs)
+            return problem_metrics(problem, X, margs)
+
+        out = jax.tree.map(lambda v: jnp.zeros((k,) + v.shape, v.dtype), jax.eval_shape(one, 0))
+        body = lambda c, out: jax.tree.map(lambda o, v: o.at[c].set(v), out, one(c))  # noqa: E731
+        return jax.lax.fori_loop(start, k, body, out)
+
+    return metrics
+
+
+def metrics_args(args: dict) -> dict:
+    """The program arguments the metrics read (not the graph: one metrics program serves all)."""
+    return {k: args[k] for k in ("data", "counts", "test", "aux")}
+
+
+def problem_key(problem: Problem) -> tuple:
+    return (problem.loss_fn, problem.batch_size, problem.noise_std > 0) + metrics_key(problem)
+
+
+def metrics_key(problem: Problem) -> tuple:
+    """What the metrics program depends on besides shapes (not the batch size, noise or graph)."""
+    return (
+        problem.loss_fn,
+        is_uniform(problem),
+        problem.test_metrics if problem.test_data is not None else None,
+        problem.extra_metrics,
+    )
+
+
+def algo_key(algo) -> tuple:
+    """The functions a program closes over. Factories memoize them per structure, so equal
+    structure gives equal keys (one program for every value of the hyperparameters)."""
+    return (algo.init, algo.step, algo.params, getattr(algo, "extra_metrics", None))
