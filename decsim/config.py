@@ -55,17 +55,24 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import copy
-import functools
 import hashlib
-import inspect
 import json
 import numbers
-import re
 from typing import Any, NamedTuple
 
+from . import _canonical as canon
 from . import _checks as checks
+from ._registries import (
+    algorithms,
+    compressors,
+    inverse_time,
+    problems,
+    schedules,
+    topologies,
+    topology_modifiers,
+)
+from ._values import build_value
 
 TOP_LEVEL = (
     "algorithm",
@@ -82,292 +89,7 @@ _SIZE_ARGS = ("n", "rows", "cols")  # topology generator arguments that n_worker
 
 
 # ---------------------------------------------------------------------------------------------
-# registries (looked up at call time, so rows added by other modules appear automatically)
-
-
-def algorithms() -> dict:
-    """name -> factory: ``decsim.algorithms.REGISTRY``."""
-    from . import algorithms as A
-
-    return dict(A.REGISTRY)
-
-
-def compressors() -> dict:
-    """name -> factory: ``decsim.compression.REGISTRY``."""
-    from . import compression as C
-
-    return dict(C.REGISTRY)
-
-
-def topologies() -> dict:
-    """name -> generator: ``decsim.topology.REGISTRY`` (the static generators and the
-    time-varying ones that take a size, such as ``one_peer_exponential``)."""
-    from . import topology as T
-
-    return {k: v for k, v in T.REGISTRY.items() if k not in topology_modifiers().values()}
-
-
-def topology_modifiers() -> dict:
-    """topology-table key -> wrapper: each ``with_<key>(topology, ...)`` of
-    ``decsim.topology.TIME_VARYING``, e.g. ``link_failures = {p_drop = 0.1, seed = 0}``."""
-    from . import topology as T
-
-    out = {}
-    for name in getattr(T, "TIME_VARYING", ()):
-        fn = getattr(T, name, None)
-        params = list(inspect.signature(fn).parameters) if callable(fn) else []
-        if name.startswith("with_") and params and params[0] == "topology":
-            out[name[len("with_") :]] = name
-    return out
-
-
-def problems() -> dict:
-    """name -> constructor: ``decsim.problems.REGISTRY`` (the constructors whose first argument
-    is ``n_workers``: quadratic, logistic_regression, mlp, consensus, ...)."""
-    from . import problems as P
-
-    return dict(P.REGISTRY)
-
-
-def schedules() -> dict:
-    """name -> schedule factory: decsim's ``inverse_time`` and every schedule in
-    ``optax.schedules``."""
-    import optax
-
-    out = {"inverse_time": inverse_time}
-    for name in dir(optax.schedules):
-        fn = getattr(optax.schedules, name)
-        if not name.startswith("_") and inspect.isfunction(fn) and name != "inject_hyperparams":
-            out[name] = fn
-    return out
-
-
-def inverse_time(init_value: float, decay_steps: float):
-    """The step size ``init_value / (1 + t / decay_steps)`` as a function of the step t.
-
-    With ``init_value = c / t0`` and ``decay_steps = t0`` this is ``c / (t + t0)``, the step that
-    gives SGD its ``O(1/(n t))`` rate on strongly convex problems when ``2 c μ > 1``.
-    """
-    init_value, decay_steps = float(init_value), float(decay_steps)
-    if not init_value > 0 or not decay_steps > 0:
-        raise ValueError(
-            f"inverse_time needs init_value > 0 and decay_steps > 0; got "
-            f"init_value={init_value!r}, decay_steps={decay_steps!r}."
-        )
-
-    def schedule(t):
-        import jax.numpy as jnp
-
-        return init_value / (1.0 + jnp.asarray(t, jnp.float32) / decay_steps)
-
-    schedule.__name__ = f"{init_value:g}/(1+t/{decay_steps:g})"
-    return schedule
-
-
-# ---------------------------------------------------------------------------------------------
-# errors
-
-
-def _unknown(where: str, kind: str, name, valid) -> ValueError:
-    valid = sorted(valid)
-    listed = ", ".join(valid) if valid else "(none)"
-    return ValueError(
-        f"config key {where!r}: unknown {kind} {name!r}; valid names: {listed}."
-        f"{checks.closest(name, valid)}"
-    )
-
-
-def _bad_args(where: str, owner: str, unknown, valid) -> ValueError:
-    name = sorted(unknown)[0]
-    listed = ", ".join(sorted(valid)) if valid else "(none)"
-    return ValueError(
-        f"config key {where!r}: unknown argument {name!r} for {owner}; valid arguments: "
-        f"{listed}.{checks.closest(name, valid)}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # canonical form
-
-
-def _is_plain(value) -> bool:
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return True
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return all(_is_plain(v) for v in value)
-    return False
-
-
-def _plain(value):
-    """tuples -> lists (JSON's form), recursively."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _signature(fn) -> inspect.Signature:
-    return inspect.signature(fn)  # follows __wrapped__, so decorated factories show their arguments
-
-
-def _arguments(fn, skip=()) -> dict:
-    """name -> Parameter of the keyword-passable arguments of fn (without ``skip``)."""
-    return {
-        k: p
-        for k, p in _signature(fn).parameters.items()
-        if k not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-
-
-def _defaults(params: dict, given: dict) -> dict:
-    """Plain default values of the parameters not in ``given``."""
-    return {
-        k: _plain(p.default)
-        for k, p in params.items()
-        if k not in given and p.default is not p.empty and _is_plain(p.default)
-    }
-
-
-def _as_table(value, where: str) -> dict:
-    if isinstance(value, str):
-        return {"name": value}
-    if isinstance(value, dict):
-        if "name" not in value:
-            raise ValueError(
-                f"config key {where!r} needs a 'name', e.g. {{name = \"...\", ...}}; "
-                f"got keys {sorted(value)}."
-            )
-        return dict(value)
-    raise ValueError(
-        f"config key {where!r} must be a name or a table with a 'name'; got "
-        f"{type(value).__name__} {value!r}."
-    )
-
-
-def _parse_call(text: str, where: str) -> dict:
-    """``"top_k(0.01)"`` / ``"qsgd(levels=4)"`` / ``"sign"`` ->
-    ``{"name": ..., "__args": [...], ...}``."""
-    m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*", text)
-    if not m:
-        raise ValueError(
-            f"config key {where!r}: cannot read {text!r}; write name(arg, ...) such as "
-            "'top_k(0.01)' or a table {name = \"top_k\", fraction = 0.01}."
-        )
-    name, inner = m.group(1), m.group(2)
-    out: dict = {"name": name}
-    if inner and inner.strip():
-        try:
-            call = ast.parse(f"f({inner})", mode="eval").body
-            out["__args"] = [ast.literal_eval(a) for a in call.args]
-            out.update({kw.arg: ast.literal_eval(kw.value) for kw in call.keywords})
-        except (SyntaxError, ValueError):
-            raise ValueError(
-                f"config key {where!r}: cannot read the arguments of {text!r}; use "
-                "literal numbers, strings or booleans."
-            ) from None
-    return out
-
-
-def _canonical_call(table: dict, fn, owner: str, where: str, skip=(), fill_defaults=True) -> dict:
-    """Check a ``{name, **args}`` table against fn's signature; return it with defaults filled."""
-    args = {k: v for k, v in table.items() if k not in ("name", "__args")}
-    params = _arguments(fn, skip)
-    positional = table.get("__args", [])
-    if positional:
-        names = [
-            k for k, p in params.items() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        if len(positional) > len(names):
-            raise ValueError(
-                f"config key {where!r}: {owner} takes at most {len(names)} positional "
-                f"argument(s) ({', '.join(names)}); got {len(positional)}."
-            )
-        for k, v in zip(names, positional):
-            if k in args:
-                raise ValueError(f"config key {where!r}: {owner} got {k!r} twice.")
-            args[k] = v
-    unknown = set(args) - set(params)
-    if unknown:
-        raise _bad_args(where, owner, unknown, params)
-    missing = [k for k, p in params.items() if p.default is p.empty and k not in args]
-    if missing:
-        raise ValueError(
-            f"config key {where!r}: {owner} needs {', '.join(missing)} (e.g. "
-            f"{missing[0]} = ...); it takes {', '.join(params)}."
-        )
-    defaults = _defaults(params, args) if fill_defaults else {}
-    out = {"name": table["name"]}
-    for k in params:  # signature order, so canonical forms read like the call
-        if k in args:
-            out[k] = _canonical_value(args[k], f"{where}.{k}", k)
-        elif k in defaults:
-            out[k] = defaults[k]
-    return out
-
-
-def _canonical_value(value, where: str, arg: str):
-    """An argument value: plain values pass; tables become compressors, schedules or optax."""
-    if hasattr(value, "item") and hasattr(value, "dtype") and getattr(value, "ndim", None) == 0:
-        value = value.item()  # numpy scalars from Python-made configs
-    if arg == "compressor" and isinstance(value, str):
-        value = _parse_call(value, where)
-    if isinstance(value, dict):
-        if arg == "compressor" or (
-            "name" in value and "optax" not in value and "schedule" not in value
-        ):
-            registry = compressors()
-            table = _as_table(value, where)
-            if table["name"] not in registry:
-                raise _unknown(where, "compressor", table["name"], registry)
-            return _canonical_call(
-                table, registry[table["name"]], f"compressor {table['name']}", where
-            )
-        if "schedule" in value:
-            registry = schedules()
-            name = value["schedule"]
-            if name not in registry:
-                raise _unknown(where, "schedule", name, registry)
-            body = {"name": name, **{k: v for k, v in value.items() if k != "schedule"}}
-            out = _canonical_call(
-                body, registry[name], f"schedule {name}", where, fill_defaults=False
-            )
-            return {"schedule": out.pop("name"), **out}
-        if "optax" in value:
-            import optax
-
-            name = value["optax"]
-            fn = getattr(optax, str(name), None)
-            if not callable(fn) or str(name).startswith("_"):
-                valid = [
-                    n for n in dir(optax) if not n.startswith("_") and callable(getattr(optax, n))
-                ]
-                raise _unknown(where, "optax function", name, valid)
-            body = {"name": name, **{k: v for k, v in value.items() if k != "optax"}}
-            out = _canonical_call(body, fn, f"optax.{name}", where, fill_defaults=False)
-            return {"optax": out.pop("name"), **out}
-        raise ValueError(
-            f"config key {where!r}: a table value needs a 'schedule' (step size "
-            "schedule), an 'optax' (optax function) or, for a compressor, a 'name' key; "
-            f"got keys {sorted(value)}."
-        )
-    if isinstance(value, list):
-        return [_canonical_value(v, f"{where}[{i}]", arg) for i, v in enumerate(value)]
-    if not _is_plain(value):
-        raise ValueError(
-            f"config key {where!r}: {type(value).__name__} {value!r} is not a config "
-            "value; use numbers, strings, booleans, arrays or tables."
-        )
-    return value
-
-
-def _check_int(where: str, value, minimum: int):
-    try:
-        return checks.integer(f"config key {where!r}", value, min=minimum)
-    except ValueError:
-        raise ValueError(
-            f"config key {where!r} must be an integer >= {minimum}; got {value!r}."
-        ) from None
 
 
 def canonical(cfg: dict) -> dict:
@@ -377,6 +99,23 @@ def canonical(cfg: dict) -> dict:
     every name and argument is checked against its registry and signature, and the plain default
     values of every factory are filled in. Raises ``ValueError`` on anything unknown or missing.
     """
+    _check_keys(cfg)
+    n = canon.check_int("n_workers", cfg["n_workers"], 1)
+    steps, eval_every = _steps(cfg)
+    out: dict = {
+        "algorithm": _canonical_algorithm(cfg["algorithm"]),
+        "problem": _canonical_problem(cfg["problem"]),
+        "topology": _canonical_topology(cfg["topology"], n),
+        "n_workers": n,
+        "steps": steps,
+        "eval_every": eval_every,
+    }
+    out.update(_seeds(cfg))
+    return out
+
+
+def _check_keys(cfg) -> None:
+    """A dict with only known top-level keys and all the required ones."""
     if not isinstance(cfg, dict):
         raise ValueError(f"a run config must be a dict (TOML table); got {type(cfg).__name__}.")
     unknown = set(cfg) - set(TOP_LEVEL)
@@ -392,11 +131,14 @@ def canonical(cfg: dict) -> dict:
             f"the run config lacks {', '.join(repr(k) for k in missing)}; a run needs "
             f"{', '.join(_REQUIRED)} (and optionally eval_every, seed or seeds)."
         )
-    n = _check_int("n_workers", cfg["n_workers"], 1)
-    steps = _check_int("steps", cfg["steps"], 0)
+
+
+def _steps(cfg: dict) -> tuple:
+    """``(steps, eval_every)``, checked (eval_every divides steps; it may be None)."""
+    steps = canon.check_int("steps", cfg["steps"], 0)
     eval_every = cfg.get("eval_every")
     if eval_every is not None:
-        eval_every = _check_int("eval_every", eval_every, 1)
+        eval_every = canon.check_int("eval_every", eval_every, 1)
         if steps % eval_every:
             lo = steps // eval_every * eval_every
             raise ValueError(
@@ -404,44 +146,50 @@ def canonical(cfg: dict) -> dict:
                 f"steps={lo if lo else eval_every} or {lo + eval_every}, or an eval_every "
                 f"that divides {steps}."
             )
-    out: dict = {}
+    return steps, eval_every
 
-    # algorithm
-    table = _as_table(cfg["algorithm"], "algorithm")
+
+def _canonical_algorithm(value) -> dict:
+    table = canon.as_table(value, "algorithm")
     registry = algorithms()
     if table["name"] not in registry:
-        raise _unknown("algorithm", "algorithm", table["name"], registry)
+        raise canon.unknown_name("algorithm", "algorithm", table["name"], registry)
     factory = registry[table["name"]]
-    algo = _canonical_call(table, factory, f"algorithm {table['name']}", "algorithm")
+    algo = canon.canonical_call(table, factory, f"algorithm {table['name']}", "algorithm")
     for k in _algorithm_of(algo).hparams:  # 1 and 1.0 are the same learning rate (and hash)
         if isinstance(algo.get(k), numbers.Integral) and not isinstance(algo[k], bool):
             algo[k] = float(algo[k])
-    out["algorithm"] = algo
-    # problem
-    table = _as_table(cfg["problem"], "problem")
+    return algo
+
+
+def _canonical_problem(value) -> dict:
+    table = canon.as_table(value, "problem")
     registry = problems()
     if table["name"] not in registry:
-        raise _unknown("problem", "problem", table["name"], registry)
+        raise canon.unknown_name("problem", "problem", table["name"], registry)
     if "n_workers" in table:
         raise ValueError(
             "config key 'problem': give n_workers at the top level of the config "
             "(it sizes both the problem and the topology), not in the problem table."
         )
-    out["problem"] = _canonical_call(
-        table, registry[table["name"]], f"problem {table['name']}", "problem", skip=("n_workers",)
+    fn = registry[table["name"]]
+    return canon.canonical_call(
+        table, fn, f"problem {table['name']}", "problem", skip=("n_workers",)
     )
-    # topology
-    table = _as_table(cfg["topology"], "topology")
+
+
+def _canonical_topology(value, n: int) -> dict:
+    table = canon.as_table(value, "topology")
     registry = topologies()
     if table["name"] not in registry:
-        raise _unknown("topology", "topology", table["name"], registry)
+        raise canon.unknown_name("topology", "topology", table["name"], registry)
     if "n" in table:
         raise ValueError(
             "config key 'topology': give n_workers at the top level of the config, "
             "not n in the topology table."
         )
     gen = registry[table["name"]]
-    params = _arguments(gen)
+    params = canon.arguments(gen)
     modifiers = topology_modifiers()
     sized = {k: table[k] for k in ("rows", "cols") if k in table}
     if sized and set(sized) != {"rows", "cols"} & set(params):
@@ -451,7 +199,8 @@ def canonical(cfg: dict) -> dict:
         )
     rest = {k: v for k, v in table.items() if k not in ("rows", "cols") and k not in modifiers}
     try:
-        topo = _canonical_call(rest, gen, f"topology {table['name']}", "topology", skip=_SIZE_ARGS)
+        owner = f"topology {table['name']}"
+        topo = canon.canonical_call(rest, gen, owner, "topology", skip=_SIZE_ARGS)
     except ValueError as err:
         if modifiers and "unknown argument" in str(err):
             raise ValueError(
@@ -459,38 +208,46 @@ def canonical(cfg: dict) -> dict:
             ) from None
         raise
     if sized:
-        topo.update(
-            rows=_check_int("topology.rows", sized["rows"], 1),
-            cols=_check_int("topology.cols", sized["cols"], 1),
-        )
-        if topo["rows"] * topo["cols"] != n:
-            raise ValueError(
-                f"config key 'topology': rows * cols = {topo['rows'] * topo['cols']} but "
-                f"n_workers = {n}; make them agree."
-            )
+        topo.update(_shape(sized, n))
     for key in sorted(set(table) & set(modifiers)):
-        if not isinstance(table[key], dict):
-            raise ValueError(
-                f"config key 'topology.{key}' must be a table of the arguments of "
-                f"topology.{modifiers[key]}; got {table[key]!r}."
-            )
-        from . import topology as T
+        topo[key] = _canonical_modifier(key, table[key], modifiers[key])
+    return topo
 
-        wrapper = getattr(T, modifiers[key])
-        body = _canonical_call(
-            {"name": key, **table[key]},
-            wrapper,
-            f"topology.{modifiers[key]}",
-            f"topology.{key}",
-            skip=("topology",),
+
+def _shape(sized: dict, n: int) -> dict:
+    """``{rows, cols}`` of a topology table, checked against ``n_workers``."""
+    rows = canon.check_int("topology.rows", sized["rows"], 1)
+    cols = canon.check_int("topology.cols", sized["cols"], 1)
+    if rows * cols != n:
+        raise ValueError(
+            f"config key 'topology': rows * cols = {rows * cols} but "
+            f"n_workers = {n}; make them agree."
         )
-        body.pop("name")
-        topo[key] = body
-    out["topology"] = topo
+    return {"rows": rows, "cols": cols}
 
-    out["n_workers"] = n
-    out["steps"] = steps
-    out["eval_every"] = eval_every
+
+def _canonical_modifier(key: str, value, wrapper: str) -> dict:
+    """The arguments of the time-varying wrapper ``topology.<wrapper>`` (topology table key)."""
+    if not isinstance(value, dict):
+        raise ValueError(
+            f"config key 'topology.{key}' must be a table of the arguments of "
+            f"topology.{wrapper}; got {value!r}."
+        )
+    from . import topology as T
+
+    body = canon.canonical_call(
+        {"name": key, **value},
+        getattr(T, wrapper),
+        f"topology.{wrapper}",
+        f"topology.{key}",
+        skip=("topology",),
+    )
+    body.pop("name")
+    return body
+
+
+def _seeds(cfg: dict) -> dict:
+    """``{"seeds": [...]}`` or ``{"seed": s}`` (default 0)."""
     if "seed" in cfg and "seeds" in cfg:
         raise ValueError(
             "config: give either seed (one run) or seeds (several, one vmapped program), not both."
@@ -501,10 +258,8 @@ def canonical(cfg: dict) -> dict:
             raise ValueError(
                 f"config key 'seeds' must be a nonempty list of integers; got {seeds!r}."
             )
-        out["seeds"] = [_check_int("seeds", s, 0) for s in seeds]
-    else:
-        out["seed"] = _check_int("seed", cfg.get("seed", 0), 0)
-    return out
+        return {"seeds": [canon.check_int("seeds", s, 0) for s in seeds]}
+    return {"seed": canon.check_int("seed", cfg.get("seed", 0), 0)}
 
 
 def config_hash(cfg: dict) -> str:
@@ -517,54 +272,11 @@ def config_hash(cfg: dict) -> str:
 # building objects
 
 
-def _key(value) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def _tuples(value):
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _build_value(value):
-    if isinstance(value, dict):
-        if "schedule" in value:
-            return _schedule(_key(value))
-        if "optax" in value:
-            return _optax(_key(value))
-        return _compressor(_key(value))
-    return _tuples(value)
-
-
-# Equal tables give the very same object (memoized), so algorithms built from equal configs have
-# equal structure keys and reuse one compiled program.
-@functools.lru_cache(maxsize=256)
-def _compressor(key: str):
-    table = json.loads(key)
-    fn = compressors()[table.pop("name")]
-    return fn(**{k: _build_value(v) for k, v in table.items()})
-
-
-@functools.lru_cache(maxsize=256)
-def _schedule(key: str):
-    table = json.loads(key)
-    fn = schedules()[table.pop("schedule")]
-    return fn(**{k: _build_value(v) for k, v in table.items()})
-
-
-@functools.lru_cache(maxsize=256)
-def _optax(key: str):
-    import optax
-
-    table = json.loads(key)
-    fn = getattr(optax, table.pop("optax"))
-    return fn(**{k: _build_value(v) for k, v in table.items()})
-
-
 def _algorithm_of(table: dict):
     """The Algorithm of a checked algorithm table ``{name, **args}``."""
     table = dict(table)
     fn = algorithms()[table.pop("name")]
-    return fn(**{k: _build_value(v) for k, v in table.items()})
+    return fn(**{k: build_value(v) for k, v in table.items()})
 
 
 def build_algorithm(cfg: dict):
@@ -577,7 +289,7 @@ def build_problem(cfg: dict):
     c = canonical(cfg)
     table = dict(c["problem"])
     fn = problems()[table.pop("name")]
-    return fn(c["n_workers"], **{k: _build_value(v) for k, v in table.items()})
+    return fn(c["n_workers"], **{k: build_value(v) for k, v in table.items()})
 
 
 def build_topology(cfg: dict):
@@ -588,11 +300,11 @@ def build_topology(cfg: dict):
     table = dict(c["topology"])
     name = table.pop("name")
     gen = topologies()[name]
-    params = _arguments(gen)
+    params = canon.arguments(gen)
     n = c["n_workers"]
     modifiers = topology_modifiers()
     kwargs = {
-        k: _build_value(v)
+        k: build_value(v)
         for k, v in table.items()
         if k not in ("rows", "cols") and k not in modifiers
     }
@@ -605,7 +317,7 @@ def build_topology(cfg: dict):
         topo = gen(**kwargs)
     for key in sorted(set(table) & set(modifiers)):
         topo = getattr(T, modifiers[key])(
-            topo, **{k: _build_value(v) for k, v in table[key].items()}
+            topo, **{k: build_value(v) for k, v in table[key].items()}
         )
     if topo.n != n:
         raise ValueError(
@@ -639,23 +351,14 @@ class Built(NamedTuple):
         """``decsim.run`` on these objects; returns the History."""
         from .runner import run
 
-        if self.seeds is not None:
-            return run(
-                self.algorithm,
-                self.problem,
-                self.topology,
-                self.steps,
-                eval_every=self.eval_every,
-                seeds=self.seeds,
-                progress=progress,
-            )
+        seeds = {"seeds": self.seeds} if self.seeds is not None else {"seed": self.seed}
         return run(
             self.algorithm,
             self.problem,
             self.topology,
             self.steps,
             eval_every=self.eval_every,
-            seed=self.seed,
+            **seeds,
             progress=progress,
         )
 
