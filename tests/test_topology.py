@@ -213,9 +213,11 @@ def test_lazy_is_half_identity_plus_metropolis():
     lazy = T.from_networkx(G, weights="lazy")
     np.testing.assert_allclose(lazy.W, 0.5 * (np.eye(5) + Wm), rtol=0, atol=1e-15)
     assert lazy.lambda_min >= 0.0
-    # on a bipartite graph metropolis has an eigenvalue near -1; lazy moves it to >= 0
+    # on a bipartite graph metropolis has negative eigenvalues; lazy moves them to >= 0
     assert T.ring(8, weights="lazy").lambda_min >= -1e-12
-    assert T.star(5, weights="metropolis").lambda_min < 0
+    assert T.ring(8, weights="metropolis").lambda_min == pytest.approx(-1 / 3, abs=1e-12)
+    # the star's metropolis W = I - L / n: its smallest eigenvalue is 1 - n / n = 0 exactly
+    assert T.star(5, weights="metropolis").lambda_min == 0.0
 
 
 def test_weight_matrix_matches_topology():
@@ -288,14 +290,18 @@ def test_hypercube_needs_power_of_two():
         T.hypercube(6)
 
 
-@pytest.mark.parametrize("build", [
-    lambda: T.ring(8, weights="metropolis_hastings"),
-    lambda: T.complete(4, weights="Uniform"),
-    lambda: T.from_networkx(nx.path_graph(3), weights="max_degree"),
-    lambda: T.weight_matrix(nx.path_graph(3), "bogus"),
+@pytest.mark.parametrize("build, message", [
+    (lambda: T.ring(8, weights="metropolis_hastings"),
+     "unknown weight rule 'metropolis_hastings'; weights must be one of 'metropolis', 'uniform', "
+     "'lazy'. Did you mean 'metropolis'?"),
+    (lambda: T.complete(4, weights="Uniform"), "unknown weight rule 'Uniform'.*Did you mean 'uniform'?"),
+    (lambda: T.from_networkx(nx.path_graph(3), weights="max_degree"), "unknown weight rule 'max_degree'"),
+    (lambda: T.weight_matrix(nx.path_graph(3), "bogus"), "weights must be one of 'metropolis'"),
+    (lambda: T.star(6, weights="lazzy"), "Did you mean 'lazy'?"),
+    (lambda: T.torus(3, 4, weights=None), "unknown weight rule None"),
 ])
-def test_unknown_weight_rule(build):
-    with pytest.raises(ValueError, match=r"is not a weight rule; choose one of .*metropolis"):
+def test_unknown_weight_rule(build, message):
+    with pytest.raises(ValueError, match=re.escape(message) if "*" not in message else message):
         build()
 
 
@@ -322,18 +328,45 @@ def test_random_geometric_gives_up_after_max_tries():
         T.random_geometric(30, 1e-3, seed=0, max_tries=2)
 
 
+# every bad argument: a ValueError naming the argument, the value and the fix
 @pytest.mark.parametrize("build, message", [
-    (lambda: T.erdos_renyi(8, 0.0), "p must be in"),
-    (lambda: T.erdos_renyi(8, 1.5), "p must be in"),
-    (lambda: T.random_geometric(8, 0.0), "radius must be positive"),
-    (lambda: T.ring(0), "n must be an integer >= 1"),
-    (lambda: T.ring(2.5), "n must be an integer >= 1"),
-    (lambda: T.ring(True), "n must be an integer >= 1"),
-    (lambda: T.torus(0, 3), "rows must be an integer >= 1"),
-    (lambda: T.grid(3, -1), "cols must be an integer >= 1"),
+    (lambda: T.erdos_renyi(8, "0.3"), "p must be a number in (0, 1]; got p='0.3'. Pass an edge "
+                                      "probability, e.g. erdos_renyi(8, 0.3)"),
+    (lambda: T.erdos_renyi(8, 0.0), "p must be a number in (0, 1]; got p=0.0."),
+    (lambda: T.erdos_renyi(8, 1.5), "p must be a number in (0, 1]; got p=1.5."),
+    (lambda: T.erdos_renyi(8, float("nan")), "p must be a number in (0, 1]; got p=nan."),
+    (lambda: T.erdos_renyi(8, 0.5, seed="a"), "seed must be an integer >= 0; got seed='a'."),
+    (lambda: T.erdos_renyi(8, 0.5, max_tries=0), "max_tries must be an integer >= 1; got max_tries=0."),
+    (lambda: T.random_geometric(8, "x"), "radius must be a finite positive number; got radius='x'. "
+                                         "Pass a link distance in the unit square, e.g. "
+                                         "random_geometric(8, 0.4)."),
+    (lambda: T.random_geometric(8, 0.0), "radius must be a finite positive number; got radius=0.0."),
+    (lambda: T.random_geometric(8, 0.4, seed=-1), "seed must be an integer >= 0; got seed=-1."),
+    (lambda: T.ring(0), "n must be an integer >= 1; got n=0. Pass a whole number of workers, e.g. "
+                        "ring(8)."),
+    (lambda: T.ring(2.5), "n must be an integer >= 1; got n=2.5. Pass a whole number of workers, "
+                          "e.g. ring(8)."),
+    (lambda: T.ring(True), "n must be an integer >= 1; got n=True."),
+    (lambda: T.ring("8"), "n must be an integer >= 1; got n='8'."),
+    (lambda: T.torus(3, "4"), "cols must be an integer >= 1; got cols='4'. Pass a whole number of "
+                              "workers, e.g. torus(3, 4)."),
+    (lambda: T.torus(0, 3), "rows must be an integer >= 1; got rows=0."),
+    (lambda: T.grid(3, -1), "cols must be an integer >= 1; got cols=-1. Pass a whole number of "
+                            "workers, e.g. grid(3, 4)."),
+    (lambda: T.complete(4.0), "n must be an integer >= 1; got n=4.0."),
+    (lambda: T.star(None), "n must be an integer >= 1; got n=None."),
+    (lambda: T.hypercube("16"), "n must be an integer >= 1; got n='16'."),
+    (lambda: T.exponential(-3), "n must be an integer >= 1; got n=-3."),
+    (lambda: T.torus_shape(1.5), "n must be an integer >= 1; got n=1.5."),
+    (lambda: T.random_matching(4, seed=0.5), "seed must be an integer >= 0; got seed=0.5."),
+    (lambda: T.random_matching("4"), "n must be an integer >= 1; got n='4'."),
+    (lambda: T.with_link_failures(T.ring(4), "0.1"), "p_drop must be in [0, 1); got p_drop='0.1'. "
+                                                     "Pass the probability"),
+    (lambda: T.with_link_failures(T.ring(4), 0.1, seed="s"), "seed must be an integer >= 0"),
+    (lambda: T.by_name("social", 16), "the social graph has 32 nodes; got n=16. Use n=32."),
 ])
 def test_argument_validation(build, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         build()
 
 

@@ -24,19 +24,43 @@ Example:
 """
 
 from . import graphs, structure, time_varying
-from .graphs import (GENERATORS, WEIGHT_RULES, Topology, by_name, complete, erdos_renyi,
-                     exponential, from_matrix, from_networkx, grid, hypercube, random_geometric,
-                     ring, social, star, torus, torus_shape, validate_matrix, weight_matrix)
+from .graphs import (
+    GENERATORS,
+    MAX_EDGES,
+    WEIGHT_RULES,
+    Topology,
+    by_name,
+    complete,
+    erdos_renyi,
+    exponential,
+    from_matrix,
+    from_networkx,
+    grid,
+    hypercube,
+    random_geometric,
+    ring,
+    social,
+    star,
+    torus,
+    torus_shape,
+    validate_matrix,
+    weight_matrix,
+)
 from .structure import circulant_structure, neighbour_lists
-from .time_varying import (TIME_VARYING, TimeVaryingTopology, one_peer_exponential,
-                           random_matching, with_link_failures)
+from .time_varying import (
+    TIME_VARYING,
+    TimeVaryingTopology,
+    one_peer_exponential,
+    random_matching,
+    with_link_failures,
+)
 
 # name -> generator of every generator that takes a size (each module lists its own in its
 # ``GENERATORS``, which is part of its ``__all__``)
 REGISTRY = {name: getattr(module, name)
             for module in (graphs, time_varying) for name in module.GENERATORS}
 
-__all__ = ["REGISTRY", "GENERATORS", "TIME_VARYING", "WEIGHT_RULES", "Topology",
+__all__ = ["REGISTRY", "GENERATORS", "TIME_VARYING", "WEIGHT_RULES", "MAX_EDGES", "Topology",
            "TimeVaryingTopology", "ring", "torus", "grid", "complete", "star", "hypercube",
            "exponential", "erdos_renyi", "random_geometric", "social", "one_peer_exponential",
            "random_matching", "with_link_failures", "from_networkx", "from_matrix", "torus_shape",

@@ -1,7 +1,7 @@
 """Static communication graphs: the :class:`Topology` class, weight rules, validation, generators.
 
 This is the only module that uses networkx. A :class:`Topology` holds a symmetric, doubly
-stochastic, nonnegative mixing matrix ``W`` (numpy, float64) and its spectral quantities
+stochastic, nonnegative mixing matrix ``W`` (scipy CSR, float64) and its spectral quantities
 (ALGORITHMS.md section 1 and section 0):
 
 * ``lam = ||W − J||_2 = max(|λ_2|, |λ_n|)``, ``spectral_gap = 1 − lam``,
@@ -11,6 +11,12 @@ stochastic, nonnegative mixing matrix ``W`` (numpy, float64) and its spectral qu
 
 Generators follow networkx's conventions: size first, ``seed`` next, options keyword-only. Every
 generator takes ``weights=`` (``"metropolis"`` default, ``"uniform"``, ``"lazy"``).
+
+Scale: the structured generators (ring, torus, grid, complete, star, hypercube, exponential)
+build W from numpy edge lists in O(edges) memory and know their spectra in closed form (grid
+with Metropolis weights excepted: its W is no Kronecker sum, so it gets the sparse eigensolver),
+so graphs of 10⁵ workers and more build in well under a second. A graph of more than
+``MAX_EDGES`` edges is refused with a message (``complete(100000)`` would have 5·10⁹).
 
 Example:
     >>> import decsim as ds
@@ -24,21 +30,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Optional
 
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _checks as checks
 from .structure import DENSE_SPECTRUM_MAX_N, Spectrum
 
 GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
               "erdos_renyi", "random_geometric", "social")
 
-__all__ = ["Topology", "WEIGHT_RULES", "GENERATORS", "validate_matrix", "weight_matrix",
-           *GENERATORS, "from_networkx", "from_matrix", "torus_shape", "by_name"]
+__all__ = ["Topology", "WEIGHT_RULES", "GENERATORS", "MAX_EDGES", "validate_matrix",
+           "weight_matrix", *GENERATORS, "from_networkx", "from_matrix", "torus_shape", "by_name"]
 
 WEIGHT_RULES = ("metropolis", "uniform", "lazy")
+MAX_EDGES = 10**7  # edge budget of every generator: W's CSR then takes about 250 MB
 _ROW_SUM_TOL = 1e-6
 _GAP_TOL = 1e-12
 _NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is no negative weight
@@ -48,25 +57,30 @@ _NEG_TOL = 1e-12  # round-off such as 1 - 20 * (1/20) = -2e-16 on a diagonal is 
 class Topology:
     """A static communication graph with its mixing matrix.
 
-    The matrix is stored sparse (scipy CSR), so a ring of 10⁴ workers costs O(n) memory; ``W``
-    materializes the dense numpy matrix on first use. Spectral quantities come from a dense
-    eigendecomposition up to n = 2048, from the DFT of the first row for circulant graphs (ring,
-    torus, exponential), and from Lanczos (``scipy.sparse.linalg.eigsh``) otherwise.
+    The matrix is stored sparse (scipy CSR), so a ring of 10⁵ workers costs O(n) memory; ``W``
+    materializes the dense numpy matrix on first use (O(n²): for small graphs and the dense
+    gossip path only). Sizes and degrees are read from the sparse matrix. Spectral quantities come
+    from the generator's closed form where it has one, else from a dense eigendecomposition up to
+    n = 2048, from the DFT of the first row for circulant matrices, and from a sparse eigensolver
+    (:func:`decsim.topology.structure.sparse_extremes`) otherwise.
 
     Attributes:
       matrix: scipy CSR ``[n, n]`` float64 mixing matrix (symmetric, nonnegative, doubly
         stochastic).
       name: e.g. ``"ring(16)"``.
-      graph: the networkx graph (self-loops removed), or ``None`` when built from a bare matrix
-        (then the graph of nonzero off-diagonal entries is used on demand).
+      graph: the networkx graph (self-loops removed) of topologies built from one, or ``None``
+        (then the graph of nonzero off-diagonal entries is built on demand by ``nx_graph``).
       grid: ``(rows, cols)`` arrangement of the workers when the generator has one (torus), used to
         recognize circulant structure.
+      closed_spectrum: ``None``, or a function of no arguments returning every eigenvalue of
+        ``matrix`` (any order) by a closed form; the structured generators set it.
     """
 
     matrix: object
     name: str
     graph: Optional[nx.Graph] = None
     grid: Optional[tuple] = None
+    closed_spectrum: Optional[Callable[[], np.ndarray]] = None
 
     # -- sizes and structure ------------------------------------------------------------------
     @property
@@ -82,6 +96,8 @@ class Topology:
 
     @functools.cached_property
     def nx_graph(self) -> nx.Graph:
+        """The networkx graph (built on demand from the nonzero off-diagonal entries when the
+        topology holds none; networkx costs about a kilobyte per edge)."""
         if self.graph is not None:
             return self.graph
         G = nx.Graph()
@@ -92,11 +108,16 @@ class Topology:
 
     @property
     def n_edges(self) -> int:
-        return int(self.nx_graph.number_of_edges())
+        return int(self.degrees.sum()) // 2
 
     @functools.cached_property
     def degrees(self) -> np.ndarray:
-        return np.array([d for _, d in sorted(self.nx_graph.degree())], dtype=np.int64)
+        """Number of neighbours of every worker (nonzero off-diagonal entries of its row);
+        O(nnz)."""
+        M = sp.csr_matrix(self.matrix)
+        rows = np.repeat(np.arange(self.n), np.diff(M.indptr))
+        edge = (M.data != 0) & (M.indices != rows)
+        return np.bincount(rows[edge], minlength=self.n).astype(np.int64)
 
     @property
     def grid_shape(self) -> tuple:
@@ -106,12 +127,13 @@ class Topology:
     # -- spectra ------------------------------------------------------------------------------
     @functools.cached_property
     def _spectrum(self) -> Spectrum:
-        return Spectrum(self.matrix, self.grid_shape)
+        return Spectrum(self.matrix, self.grid_shape, self.closed_spectrum)
 
     @property
     def eigenvalues(self) -> np.ndarray:
-        """Eigenvalues of W, sorted in decreasing order (λ_1 = 1 first). For n > 2048 only
-        circulant graphs have them all (by DFT); use ``lambda_2``/``lambda_min`` otherwise."""
+        """Eigenvalues of W, sorted in decreasing order (λ_1 = 1 first). For n > 2048 only graphs
+        with a closed form or a circulant W have them all; use ``lambda_2``/``lambda_min``
+        otherwise."""
         return self._spectrum.eigenvalues
 
     @property
@@ -182,7 +204,7 @@ class Topology:
 
 def validate_matrix(W, *, what: str = "W"):
     """Check that ``W`` (dense or scipy sparse) is a valid mixing matrix; return it as scipy CSR
-    float64.
+    float64. O(nnz) for sparse input above n = 2048 (below, the spectral gap is checked densely).
 
     Raises:
       ValueError: naming the defect (not square, not symmetric, negative entries, rows not summing
@@ -222,18 +244,16 @@ def validate_matrix(W, *, what: str = "W"):
     if n > 1:
         from scipy.sparse.csgraph import connected_components
 
-        n_comp, labels = connected_components(W, directed=False)
+        n_comp, _ = connected_components(W, directed=False)
         if n_comp > 1:
             raise ValueError(f"{what} does not mix: the graph of its nonzero entries is "
                              f"disconnected ({n_comp} components), so the spectral gap is 0. "
                              "Connect the graph.")
         # Periodic chain (an eigenvalue at -1): a bipartite graph with an all-zero diagonal.
-        if not np.any(W.diagonal() > 0):
-            G = nx.from_scipy_sparse_array(W)
-            if nx.is_bipartite(G):
-                raise ValueError(f"{what} does not mix: it has an eigenvalue at -1 (a periodic "
-                                 "chain: bipartite graph, zero diagonal), so the spectral gap is "
-                                 "0. Put weight on the diagonal, e.g. weights='lazy'.")
+        if not np.any(W.diagonal() > 0) and _is_bipartite(W):
+            raise ValueError(f"{what} does not mix: it has an eigenvalue at -1 (a periodic "
+                             "chain: bipartite graph, zero diagonal), so the spectral gap is "
+                             "0. Put weight on the diagonal, e.g. weights='lazy'.")
         if n <= DENSE_SPECTRUM_MAX_N:
             dense = W.toarray()
             J = np.full_like(dense, 1.0 / n)
@@ -245,9 +265,60 @@ def validate_matrix(W, *, what: str = "W"):
     return W
 
 
-def _check_weights(weights: str) -> None:
-    if weights not in WEIGHT_RULES:
-        raise ValueError(f"weights={weights!r} is not a weight rule; choose one of {WEIGHT_RULES}.")
+def _is_bipartite(W) -> bool:
+    """Whether the (connected) graph of W's nonzero entries is bipartite: every edge joins an
+    even and an odd distance from worker 0 (breadth-first, O(nnz))."""
+    from scipy.sparse.csgraph import breadth_first_order
+
+    order, parent = breadth_first_order(W, 0, directed=False, return_predecessors=True)
+    depth = np.zeros(W.shape[0], np.int64)
+    for v in order[1:]:
+        depth[v] = depth[parent[v]] + 1
+    coo = W.tocoo()
+    off = coo.row != coo.col
+    return bool(np.all((depth[coo.row[off]] - depth[coo.col[off]]) % 2 == 1))
+
+
+def _check_weights(weights) -> str:
+    return checks.one_of("weights", weights, WEIGHT_RULES, what="weight rule")
+
+
+def _check_size(name: str, value, example: str) -> int:
+    return checks.integer(name, value, hint=f"Pass a whole number of workers, e.g. {example}.")
+
+
+def _check_edges(count: float, name: str, fix: str) -> None:
+    """Refuse a graph of more than ``MAX_EDGES`` edges before anything is built."""
+    if count > MAX_EDGES:
+        raise ValueError(f"{name} would have {count:.3g} edges, above the budget of "
+                         f"MAX_EDGES = {MAX_EDGES:.0e} (its W alone would take about "
+                         f"{count * 24 / 1e9:.3g} GB); {fix}")
+
+
+def _edge_arrays(n: int, u, v):
+    """Distinct undirected edges ``(a, b)``, a < b, without self-loops, of the pairs (u, v)."""
+    u = np.asarray(u, np.int64).ravel()
+    v = np.asarray(v, np.int64).ravel()
+    a, b = np.minimum(u, v), np.maximum(u, v)
+    keep = a != b
+    key = np.unique(a[keep] * n + b[keep])
+    return key // n, key % n
+
+
+def _weights(n: int, a, b, weights: str):
+    """Scipy CSR mixing matrix of the graph with edges ``(a[k], b[k])`` (distinct, a < b) under a
+    weight rule; O(n + edges)."""
+    deg = np.bincount(np.concatenate([a, b]), minlength=n) if a.size else np.zeros(n, np.int64)
+    if weights == "uniform":
+        w = np.full(a.size, 1.0 / (1.0 + (deg.max() if n else 0)))
+    else:
+        w = 1.0 / (1.0 + np.maximum(deg[a], deg[b]))
+    off = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))),
+                        shape=(n, n)).tocsr()
+    W = (off + sp.diags(1.0 - np.asarray(off.sum(axis=1)).ravel())).tocsr()
+    if weights == "lazy":
+        W = (0.5 * (sp.identity(n, format="csr") + W)).tocsr()
+    return W
 
 
 def weight_matrix(G: nx.Graph, weights: str = "metropolis", *, sparse: bool = False):
@@ -258,31 +329,15 @@ def weight_matrix(G: nx.Graph, weights: str = "metropolis", *, sparse: bool = Fa
     * ``"uniform"``: ``w_ij = 1 / (1 + max_degree)`` on each edge, diagonal = remainder.
     * ``"lazy"``: ``(I + W_metropolis) / 2``.
     """
-    _check_weights(weights)
+    weights = _check_weights(weights)
     n = G.number_of_nodes()
     edges = np.array([(u, v) for u, v in G.edges() if u != v], dtype=np.int64).reshape(-1, 2)
-    deg = np.bincount(edges.ravel(), minlength=n) if edges.size else np.zeros(n, np.int64)
-    u, v = edges[:, 0], edges[:, 1]
-    if weights == "uniform":
-        w = np.full(len(u), 1.0 / (1.0 + (deg.max() if n else 0)))
-    else:
-        w = 1.0 / (1.0 + np.maximum(deg[u], deg[v]))
-    off = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([u, v]), np.concatenate([v, u]))),
-                        shape=(n, n)).tocsr()
-    W = (off + sp.diags(1.0 - np.asarray(off.sum(axis=1)).ravel())).tocsr()
-    if weights == "lazy":
-        W = (0.5 * (sp.identity(n, format="csr") + W)).tocsr()
+    W = _weights(n, *_edge_arrays(n, edges[:, 0], edges[:, 1]), weights)
     return W if sparse else W.toarray()
 
 
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
-
-
 def _from_graph(G: nx.Graph, name: str, weights: str) -> Topology:
-    _check_weights(weights)
+    weights = _check_weights(weights)
     G = nx.Graph(G)
     G.remove_edges_from(list(nx.selfloop_edges(G)))
     if G.number_of_nodes() == 0:
@@ -298,77 +353,204 @@ def _from_graph(G: nx.Graph, name: str, weights: str) -> Topology:
     return Topology(matrix=W, name=f"{name}{suffix}", graph=G)
 
 
+def _from_edges(n: int, u, v, name: str, weights: str, *, degree: Optional[int] = None,
+                laplacian: Optional[Callable] = None, grid: Optional[tuple] = None) -> Topology:
+    """A structured generator's topology, built from numpy edge lists (no networkx).
+
+    Args:
+      degree: the constant off-diagonal weight is ``1 / (1 + degree)`` when given (every rule
+        on a regular graph, Metropolis on a star or a path, uniform on any graph: degree = the
+        largest degree); then W = I − L / (1 + degree) (lazy: (I + W) / 2), whose eigenvalues
+        follow from ``laplacian()``, the eigenvalues of the graph Laplacian L.
+    """
+    a, b = _edge_arrays(n, u, v)
+    _check_edges(a.size, name, "use fewer workers or a sparser graph.")
+    W = validate_matrix(_weights(n, a, b, weights), what=f"W of {name}")
+    closed = None
+    if degree is not None and laplacian is not None:
+        closed = functools.partial(_mixing_spectrum, laplacian, 1.0 / (1.0 + degree),
+                                   weights == "lazy")
+    suffix = "" if weights == "metropolis" else f", {weights}"
+    return Topology(matrix=W, name=f"{name}{suffix}", grid=grid, closed_spectrum=closed)
+
+
+# ---------------------------------------------------------------------------------------------
+# closed-form spectra: W = I − c·L has eigenvalues 1 − c·μ for the eigenvalues μ of L
+
+
+def _mixing_spectrum(laplacian: Callable, c: float, lazy: bool) -> np.ndarray:
+    lam = 1.0 - c * np.asarray(laplacian(), dtype=np.float64)
+    return 0.5 * (1.0 + lam) if lazy else lam
+
+
+def _cycle_laplacian(m: int) -> np.ndarray:
+    """Laplacian spectrum of the simple cycle on m nodes (m = 2: one edge; m = 1: no edge)."""
+    if m <= 2:
+        return np.array([0.0, 2.0][:m])
+    return 2.0 - 2.0 * np.cos(2.0 * np.pi * np.arange(m) / m)
+
+
+def _path_laplacian(m: int) -> np.ndarray:
+    return 2.0 - 2.0 * np.cos(np.pi * np.arange(m) / m)
+
+
+def _product_laplacian(first: Callable, second: Callable) -> np.ndarray:
+    """Laplacian spectrum of a Cartesian product of graphs (Kronecker sum of their Laplacians),
+    in row-major order of the product's nodes."""
+    return (first()[:, None] + second()[None, :]).ravel()
+
+
+def _star_laplacian(n: int) -> np.ndarray:
+    if n <= 2:
+        return np.array([0.0, 2.0][:n])
+    return np.concatenate([[0.0], np.ones(n - 2), [float(n)]])
+
+
+def _complete_laplacian(n: int) -> np.ndarray:
+    return np.concatenate([[0.0], np.full(n - 1, float(n))])
+
+
+def _hypercube_laplacian(k: int) -> np.ndarray:
+    return np.repeat(2.0 * np.arange(k + 1), [math.comb(k, j) for j in range(k + 1)])
+
+
+def _circulant_laplacian(n: int, offsets: tuple) -> np.ndarray:
+    """Laplacian spectrum of the circulant graph linking i to i + s (mod n) for s in ``offsets``
+    (closed under negation mod n): μ_k = Σ_s (1 − cos(2π k s / n)), the DFT of its first row."""
+    k = np.arange(n)
+    return sum((1.0 - np.cos(2.0 * np.pi * ((k * s) % n) / n) for s in offsets), np.zeros(n))
+
+
 # ---------------------------------------------------------------------------------------------
 # generators
 
 
+def _cycle_degree(m: int) -> int:
+    return min(m - 1, 2)  # 1 node: none, 2 nodes: one edge, else 2
+
+
 def ring(n: int, *, weights: str = "metropolis") -> Topology:
     """Cycle on ``n`` workers (n = 1: a single worker; n = 2: one edge)."""
-    n = _check_int("n", n)
-    G = nx.empty_graph(n)
-    G.add_edges_from((i, (i + 1) % n) for i in range(n) if (i + 1) % n != i)
-    return _from_graph(G, f"ring({n})", weights)
+    n = _check_size("n", n, "ring(8)")
+    weights = _check_weights(weights)
+    i = np.arange(n)
+    return _from_edges(n, i, (i + 1) % n, f"ring({n})", weights, degree=_cycle_degree(n),
+                       laplacian=functools.partial(_cycle_laplacian, n))
 
 
 def torus(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
     """2-D torus (grid with wrap-around) of ``rows x cols`` workers (worker ``i * cols + j``)."""
-    rows, cols = _check_int("rows", rows), _check_int("cols", cols)
-    G = nx.grid_2d_graph(rows, cols, periodic=True)  # nodes (i, j) in row-major order
-    return dataclasses.replace(_from_graph(G, f"torus({rows}x{cols})", weights), grid=(rows, cols))
+    rows = _check_size("rows", rows, "torus(3, 4)")
+    cols = _check_size("cols", cols, "torus(3, 4)")
+    weights = _check_weights(weights)
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    u = np.concatenate([idx.ravel(), idx.ravel()])
+    v = np.concatenate([np.roll(idx, -1, axis=1).ravel(), np.roll(idx, -1, axis=0).ravel()])
+    laplacian = functools.partial(_product_laplacian, functools.partial(_cycle_laplacian, rows),
+                                  functools.partial(_cycle_laplacian, cols))
+    return _from_edges(rows * cols, u, v, f"torus({rows}x{cols})", weights,
+                       degree=_cycle_degree(rows) + _cycle_degree(cols), laplacian=laplacian,
+                       grid=(rows, cols))
 
 
 def grid(rows: int, cols: int, *, weights: str = "metropolis") -> Topology:
-    """2-D grid without wrap-around (worker ``i * cols + j``)."""
-    rows, cols = _check_int("rows", rows), _check_int("cols", cols)
-    G = nx.grid_2d_graph(rows, cols, periodic=False)
-    return _from_graph(G, f"grid({rows}x{cols})", weights)
+    """2-D grid without wrap-around (worker ``i * cols + j``).
+
+    Its spectrum has a closed form with uniform weights (W = I − L / (1 + max degree), L the
+    Kronecker sum of two path Laplacians) and on paths and the 2 x 2 grid; Metropolis weights on
+    a larger grid differ between corner, border and inner edges, so W is no Kronecker sum and its
+    extremes come from the sparse eigensolver.
+    """
+    rows = _check_size("rows", rows, "grid(3, 4)")
+    cols = _check_size("cols", cols, "grid(3, 4)")
+    weights = _check_weights(weights)
+    idx = np.arange(rows * cols).reshape(rows, cols)
+    u = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
+    v = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    top = _cycle_degree(rows) + _cycle_degree(cols)  # the largest degree
+    constant = weights == "uniform" or min(rows, cols) == 1 or rows == cols == 2
+    laplacian = functools.partial(_product_laplacian, functools.partial(_path_laplacian, rows),
+                                  functools.partial(_path_laplacian, cols))
+    return _from_edges(rows * cols, u, v, f"grid({rows}x{cols})", weights,
+                       degree=top if constant else None, laplacian=laplacian)
 
 
 def complete(n: int, *, weights: str = "metropolis") -> Topology:
-    """Complete graph: with Metropolis or uniform weights, ``W = J`` (exact averaging)."""
-    n = _check_int("n", n)
-    return _from_graph(nx.complete_graph(n), f"complete({n})", weights)
+    """Complete graph: with Metropolis or uniform weights, ``W = J`` (exact averaging).
+
+    At most ``MAX_EDGES`` edges (n up to 4472); a larger complete graph is refused.
+    """
+    n = _check_size("n", n, "complete(8)")
+    weights = _check_weights(weights)
+    largest = (1 + math.isqrt(1 + 8 * MAX_EDGES)) // 2
+    _check_edges(n * (n - 1) / 2, f"complete({n})",
+                 f"use complete(n) with n <= {largest}, or a sparse graph with a large spectral "
+                 f"gap such as exponential({n}) or hypercube (exact averaging of n workers needs "
+                 "n(n-1)/2 links).")
+    u, v = np.triu_indices(n, 1)
+    return _from_edges(n, u, v, f"complete({n})", weights, degree=n - 1,
+                       laplacian=functools.partial(_complete_laplacian, n))
 
 
 def star(n: int, *, weights: str = "metropolis") -> Topology:
     """Star: worker 0 is the hub, linked to the ``n − 1`` others."""
-    n = _check_int("n", n)
-    return _from_graph(nx.star_graph(n - 1) if n > 1 else nx.empty_graph(1), f"star({n})", weights)
+    n = _check_size("n", n, "star(8)")
+    weights = _check_weights(weights)
+    leaves = np.arange(1, n)
+    # every edge joins the hub (degree n - 1) to a leaf: weight 1 / n under every rule
+    return _from_edges(n, np.zeros_like(leaves), leaves, f"star({n})", weights,
+                       degree=max(n - 1, 1), laplacian=functools.partial(_star_laplacian, n))
 
 
 def hypercube(n: int, *, weights: str = "metropolis") -> Topology:
     """Hypercube on ``n = 2^k`` workers: i links to i XOR 2^j."""
-    n = _check_int("n", n)
+    n = _check_size("n", n, "hypercube(16)")
     if n & (n - 1):
         lower = 1 << (n.bit_length() - 1)
         raise ValueError(f"hypercube needs n a power of two; got n={n}. Use n={lower} or "
                          f"n={lower * 2}, or exponential(n).")
-    G = nx.empty_graph(n)
+    weights = _check_weights(weights)
     k = n.bit_length() - 1
-    G.add_edges_from((i, i ^ (1 << j)) for i in range(n) for j in range(k))
-    return _from_graph(G, f"hypercube({n})", weights)
+    i = np.arange(n)
+    u = np.concatenate([i] * k) if k else i[:0]
+    v = np.concatenate([i ^ (1 << j) for j in range(k)]) if k else i[:0]
+    return _from_edges(n, u, v, f"hypercube({n})", weights, degree=k,
+                       laplacian=functools.partial(_hypercube_laplacian, k))
 
 
 def exponential(n: int, *, weights: str = "metropolis") -> Topology:
     """Static exponential graph: worker i links to ``i ± 2^k (mod n)`` for every ``2^k < n``."""
-    n = _check_int("n", n)
-    G = nx.empty_graph(n)
-    k = 1
-    while k < n:
-        G.add_edges_from((i, (i + k) % n) for i in range(n) if (i + k) % n != i)
-        k *= 2
-    return _from_graph(G, f"exponential({n})", weights)
+    n = _check_size("n", n, "exponential(16)")
+    weights = _check_weights(weights)
+    steps = [1 << k for k in range(max(n - 1, 0).bit_length())]  # 2^k < n
+    offsets = tuple(sorted({s % n for k in steps for s in (k, -k)} - {0}))
+    i = np.arange(n)
+    u = np.concatenate([i] * len(steps)) if steps else i[:0]
+    v = np.concatenate([(i + k) % n for k in steps]) if steps else i[:0]
+    return _from_edges(n, u, v, f"exponential({n})", weights, degree=len(offsets),
+                       laplacian=functools.partial(_circulant_laplacian, n, offsets))
+
+
+def _check_seed(seed) -> int:
+    return checks.integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
 
 
 def erdos_renyi(n: int, p: float, *, seed: int = 0, weights: str = "metropolis",
                 max_tries: int = 100) -> Topology:
     """Erdős–Rényi G(n, p), resampled (at most ``max_tries`` times) until connected."""
-    n = _check_int("n", n)
-    if not 0.0 < float(p) <= 1.0:
-        raise ValueError(f"p must be in (0, 1]; got p={p!r}.")
+    n = _check_size("n", n, "erdos_renyi(8, 0.3)")
+    p = checks.in_interval("p", p, 0.0, 1.0, closed="right",
+                           hint="Pass an edge probability, e.g. erdos_renyi(8, 0.3); the graph is "
+                                "connected with high probability above log(n)/n.")
+    seed = _check_seed(seed)
+    weights = _check_weights(weights)
+    max_tries = checks.integer("max_tries", max_tries)
+    _check_edges(p * n * (n - 1) / 2, f"erdos_renyi({n}, p={p:g})",
+                 "use fewer workers or a smaller p (at least log(n)/n = "
+                 f"{math.log(max(n, 2)) / n:.3g} for a connected graph).")
     rng = np.random.default_rng(seed)
     for _ in range(max_tries):
-        G = nx.erdos_renyi_graph(n, float(p), seed=int(rng.integers(2**31)))
+        G = nx.erdos_renyi_graph(n, p, seed=int(rng.integers(2**31)))
         if n == 1 or nx.is_connected(G):
             return _from_graph(G, f"erdos_renyi({n}, p={p:g})", weights)
     hint = math.log(n) / n
@@ -380,12 +562,21 @@ def erdos_renyi(n: int, p: float, *, seed: int = 0, weights: str = "metropolis",
 def random_geometric(n: int, radius: float, *, seed: int = 0, weights: str = "metropolis",
                      max_tries: int = 100) -> Topology:
     """Random geometric graph in the unit square, resampled until connected."""
-    n = _check_int("n", n)
-    if not float(radius) > 0.0:
-        raise ValueError(f"radius must be positive; got radius={radius!r}.")
+    n = _check_size("n", n, "random_geometric(8, 0.4)")
+    radius = checks.positive("radius", radius,
+                             hint="Pass a link distance in the unit square, e.g. "
+                                  "random_geometric(8, 0.4).")
+    seed = _check_seed(seed)
+    weights = _check_weights(weights)
+    max_tries = checks.integer("max_tries", max_tries)
+    r = radius
+    linked = math.pi * r**2 - 8 * r**3 / 3 + r**4 / 2 if r < 1 else 1.0  # P(two points linked)
+    _check_edges(linked * n * (n - 1) / 2, f"random_geometric({n}, radius={radius:g})",
+                 "use fewer workers or a smaller radius (about "
+                 f"{math.sqrt(2 * math.log(max(n, 2)) / (math.pi * n)):.3g} keeps it connected).")
     rng = np.random.default_rng(seed)
     for _ in range(max_tries):
-        G = nx.random_geometric_graph(n, float(radius), seed=int(rng.integers(2**31)))
+        G = nx.random_geometric_graph(n, radius, seed=int(rng.integers(2**31)))
         if n == 1 or nx.is_connected(G):
             return _from_graph(G, f"random_geometric({n}, r={radius:g})", weights)
     hint = math.sqrt(2 * math.log(n) / (math.pi * n))
@@ -415,7 +606,7 @@ def from_matrix(W, *, name: Optional[str] = None) -> Topology:
 
 def torus_shape(n: int) -> tuple:
     """The most square ``rows x cols = n`` factorization (rows <= cols)."""
-    n = _check_int("n", n)
+    n = _check_size("n", n, "torus_shape(12)")
     rows = max(r for r in range(1, math.isqrt(n) + 1) if n % r == 0)
     return rows, n // rows
 
@@ -426,15 +617,13 @@ def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis",
     square factorization of n; ``erdos_renyi`` takes ``p=``, ``random_geometric`` takes
     ``radius=``)."""
     if name not in GENERATORS:
-        import difflib
-        close = difflib.get_close_matches(str(name), GENERATORS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown topology {name!r}; valid names: {', '.join(GENERATORS)}.{hint}")
+        raise ValueError(f"unknown topology {name!r}; valid names: {', '.join(GENERATORS)}."
+                         f"{checks.closest(name, GENERATORS)}")
     if name in ("torus", "grid"):
         return globals()[name](*torus_shape(n), weights=weights)
     if name == "social":
         if n != 32:
-            raise ValueError(f"the social graph has 32 nodes; got n={n}.")
+            raise ValueError(f"the social graph has 32 nodes; got n={n!r}. Use n=32.")
         return social(weights=weights)
     needed = {"erdos_renyi": "p", "random_geometric": "radius"}.get(name)
     extra = set(options) - ({needed} if needed else set())

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
+from .. import _checks as checks
 from .graphs import Topology, complete, exponential
 from .structure import densify, neighbour_lists
 
@@ -137,18 +138,22 @@ def one_peer_exponential(n: int) -> TimeVaryingTopology:
     K = max(1, math.ceil(math.log2(n))) if n > 1 else 1
     perms = np.stack([(np.arange(n) + (1 << k)) % n for k in range(K)]).astype(np.int32)
     return TimeVaryingTopology(matrix=base.matrix, name=f"one_peer_exponential({n})",
-                               graph=base.graph, build=_one_peer_lists, args={"perms": perms})
+                               graph=base.graph, closed_spectrum=base.closed_spectrum,
+                               build=_one_peer_lists, args={"perms": perms})
 
 
 def random_matching(n: int, *, seed: int = 0) -> TimeVaryingTopology:
     """Random matching (gossip on random pairs): each round a fresh uniformly random matching of
-    the workers; matched pairs average with weights 1/2. The base graph is ``complete(n)``."""
-    base = complete(n)  # checks n (an integer >= 1)
-    n = base.n
+    the workers; matched pairs average with weights 1/2. The base graph is ``complete(n)``, so n
+    is bounded by the edge budget of :func:`~decsim.topology.complete` (n <= 4472)."""
+    n = checks.integer("n", n, hint="Pass a whole number of workers, e.g. random_matching(8).")
+    seed = checks.integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
     if n < 2:
         raise ValueError(f"random_matching needs n >= 2 workers to pair; got n={n}.")
+    base = complete(n)
     return TimeVaryingTopology(matrix=base.matrix, name=f"random_matching({n}, seed={seed})",
-                               graph=base.graph, build=_matching_lists,
+                               graph=base.graph, closed_spectrum=base.closed_spectrum,
+                               build=_matching_lists,
                                args={"self": np.arange(n, dtype=np.int32), "key": _key_data(seed)})
 
 
@@ -159,11 +164,15 @@ def with_link_failures(topology: Topology, p_drop: float, *, seed: int = 0) -> T
     if not isinstance(topology, Topology) or topology.time_varying:
         raise ValueError("with_link_failures needs a static Topology (e.g. ds.topology.ring(8)); "
                          f"got {topology!r}.")
-    if not 0.0 <= float(p_drop) < 1.0:
-        raise ValueError(f"p_drop must be in [0, 1); got p_drop={p_drop!r}.")
+    if not checks.is_number(p_drop) or not 0.0 <= p_drop < 1.0:
+        raise ValueError(f"p_drop must be in [0, 1); got p_drop={p_drop!r}. Pass the probability "
+                         "that an edge fails in a round as a number, e.g. p_drop=0.1.")
+    p_drop = float(p_drop)
+    seed = checks.integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
     idx, w = neighbour_lists(topology.matrix)
     return TimeVaryingTopology(matrix=topology.matrix,
                                name=f"{topology.name} with p_drop={p_drop:g}",
-                               graph=topology.graph, build=_link_failure_lists,
+                               graph=topology.graph, closed_spectrum=topology.closed_spectrum,
+                               build=_link_failure_lists,
                                args={"idx": idx, "w": w, "p_drop": np.float32(p_drop),
                                      "key": _key_data(seed)})
