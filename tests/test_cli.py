@@ -38,20 +38,29 @@ def test_speedup_study_small(tmp_path):
     four = t[t["n"] == 4]
     assert np.all(four["speedup"] > 1.5)
     np.testing.assert_allclose(t["efficiency"], t["speedup"] / t["n"])
-    assert np.all(t["rate_ci_low"] <= t["rate_exponent"]) and np.all(t["rate_exponent"] <= t["rate_ci_high"])
+    assert np.all(t["rate_ci_low"] <= t["rate_exponent"]) and np.all(
+        t["rate_exponent"] <= t["rate_ci_high"]
+    )
     assert np.all(np.isfinite(t["rate_exponent"]))
     # the complete graph is exact averaging: no transient against centralized SGD
     assert np.all(t[t["topology"] == "complete"]["transient_steps"] == 0)
     assert sorted(res.reference) == [2, 4]
-    for name in ("speedup.csv", "speedup.json", "convergence.png", "speedup.png", "error_vs_nt.png",
-                 "topologies.png"):
+    for name in (
+        "speedup.csv",
+        "speedup.json",
+        "convergence.png",
+        "speedup.png",
+        "error_vs_nt.png",
+        "topologies.png",
+    ):
         assert os.path.getsize(tmp_path / name) > 0
     meta = json.loads((tmp_path / "speedup.json").read_text())
     assert meta["target"] == pytest.approx(res.target)
     assert not t["diverged"].any()
     # the runs are a sweep store that the same study finds finished (and resumes)
-    base, grid, keys = ds.study.speedup_plan(ns=(1, 2, 4), topologies=("ring", "complete"), steps=400,
-                                             eval_every=10, seeds=(0, 1))
+    base, grid, keys = ds.study.speedup_plan(
+        ns=(1, 2, 4), topologies=("ring", "complete"), steps=400, eval_every=10, seeds=(0, 1)
+    )
     report = ds.sweep(base, grid, str(tmp_path / "runs"), progress=False)
     assert report.ran == 0 and report.skipped == report.total == res.config["runs_computed"]
     assert len(set(keys.values())) == report.total // 2  # groups of two seeds
@@ -61,13 +70,36 @@ def test_speedup_study_small(tmp_path):
 
 def test_speedup_command(tmp_path, capsys):
     # same steps and seeds as test_speedup_study_small, so D-SGD's compiled programs are reused
-    code = cli.main(["speedup", "--out", str(tmp_path / "out"), "--ns", "1,2", "--topologies", "ring",
-                     "--steps", "400", "--eval-every", "10", "--seeds", "2", "--quiet",
-                     "--algorithms", "dsgd,gradient_tracking"])
+    code = cli.main(
+        [
+            "speedup",
+            "--out",
+            str(tmp_path / "out"),
+            "--ns",
+            "1,2",
+            "--topologies",
+            "ring",
+            "--steps",
+            "400",
+            "--eval-every",
+            "10",
+            "--seeds",
+            "2",
+            "--quiet",
+            "--algorithms",
+            "dsgd,gradient_tracking",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    for part in ("steps_to_target", "efficiency", "exponent [95% CI]", "transient_steps", "runs computed",
-                 "dsgd, gradient_tracking on logistic regression"):
+    for part in (
+        "steps_to_target",
+        "efficiency",
+        "exponent [95% CI]",
+        "transient_steps",
+        "runs computed",
+        "dsgd, gradient_tracking on logistic regression",
+    ):
         assert part in out, part
     table = pd.read_csv(tmp_path / "out" / "speedup.csv")
     assert list(table["algorithm"]) == ["dsgd", "dsgd", "gradient_tracking", "gradient_tracking"]
@@ -75,12 +107,18 @@ def test_speedup_command(tmp_path, capsys):
     assert (tmp_path / "out" / "speedup.png").exists()
 
 
-@pytest.mark.parametrize("argv, match", [
-    (["speedup", "--ns", "2,4", "--quiet"], "ns must include 1"),
-    (["speedup", "--topologies", "ring,social", "--quiet"], "not usable in the speedup study"),
-    (["speedup", "--algorithms", "adam", "--quiet"], "unknown algorithm 'adam'; valid names:"),
-    (["speedup", "--algorithms", "dsgd,gradient_trackng", "--quiet"], "Did you mean 'gradient_tracking'"),
-])
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["speedup", "--ns", "2,4", "--quiet"], "ns must include 1"),
+        (["speedup", "--topologies", "ring,social", "--quiet"], "not usable in the speedup study"),
+        (["speedup", "--algorithms", "adam", "--quiet"], "unknown algorithm 'adam'; valid names:"),
+        (
+            ["speedup", "--algorithms", "dsgd,gradient_trackng", "--quiet"],
+            "Did you mean 'gradient_tracking'",
+        ),
+    ],
+)
 def test_speedup_command_validates_before_running(argv, match, capsys):
     from decsim import runner
 
@@ -170,3 +208,70 @@ def test_import_does_not_import_matplotlib():
     code = "import sys, decsim; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# user errors: exit status 2, one line on stderr, before any computation
+
+_RUN_TOML = """
+n_workers = 4
+steps = 4
+eval_every = 2
+topology = "ring"
+algorithm = {name = "dsgd", learning_rate = 0.1}
+problem = {name = "quadratic", dim = 3, noise = NOISE}
+"""
+
+
+def _bad_cli_cases(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text(_RUN_TOML.replace("NOISE", "0.1"))
+    bad_type = tmp_path / "bad_type.toml"
+    bad_type.write_text(_RUN_TOML.replace("NOISE", '"0.1"'))
+    bad_lr = tmp_path / "bad_lr.toml"
+    bad_lr.write_text(_RUN_TOML.replace("NOISE", "0.1").replace("0.1}", '"fast"}', 1))
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text("[base]\n" + _RUN_TOML.replace("NOISE", "0.1") + "\n[grid]\nseed = [0, 1]\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return [
+        (["run", str(bad_type)], "noise must be a finite number >= 0"),
+        (["run", str(bad_lr)], "learning_rate must be a positive number"),
+        (["run", str(good), "--out", str(a_file)], "is a file, not a folder"),
+        (["run", str(good), "--out", str(a_file / "under")], "cannot be written"),
+        (["sweep", str(tmp_path)], "is a folder; give the path of a SWEEP.toml file"),
+        (["sweep", str(sweep), "--shard", "0/0"], "shard must be 'i/k'"),
+        (["sweep", str(sweep), "--shard=-1/4"], "shard must be 'i/k'"),
+        (["sweep", str(sweep), "--shard", "4/4"], "shard must be 'i/k'"),
+        (["sweep", str(sweep), "--shard", "x"], "shard must be 'i/k'"),
+        (["sweep", str(sweep), "--out", str(a_file)], "is a file, not a folder"),
+        (["run", str(tmp_path / "missing.toml")], "no such file"),
+    ]
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    from decsim import cli, runner
+
+    before = runner.trace_count()
+    for argv, part in _bad_cli_cases(tmp_path):
+        assert cli.main(argv + ["--quiet"] if argv[0] == "sweep" else argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and part in err, (argv, err)
+        assert "Traceback" not in err
+    assert runner.trace_count() == before  # refused before anything compiled
+
+
+def test_user_error_in_a_subprocess_has_no_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_RUN_TOML.replace("NOISE", '"0.1"'))
+    proc = subprocess.run(
+        [sys.executable, "-m", "decsim.cli", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -59,7 +59,9 @@ def torus_graph(rows, cols, periodic):
 def hypercube_graph(n):
     k = n.bit_length() - 1
     G = nx.hypercube_graph(k)
-    return nx.relabel_nodes(G, {b: sum(int(bit) << j for j, bit in enumerate(b)) for b in G.nodes()})
+    return nx.relabel_nodes(
+        G, {b: sum(int(bit) << j for j, bit in enumerate(b)) for b in G.nodes()}
+    )
 
 
 def social_graph():
@@ -79,13 +81,17 @@ REGISTRY = {
     "complete": (lambda w: T.complete(6, weights=w), lambda: nx.complete_graph(6)),
     "star": (lambda w: T.star(7, weights=w), lambda: nx.star_graph(6)),
     "hypercube": (lambda w: T.hypercube(16, weights=w), lambda: hypercube_graph(16)),
-    "exponential": (lambda w: T.exponential(12, weights=w),
-                    lambda: nx.circulant_graph(12, [1, 2, 4, 8])),
+    "exponential": (
+        lambda w: T.exponential(12, weights=w),
+        lambda: nx.circulant_graph(12, [1, 2, 4, 8]),
+    ),
     "erdos_renyi": (lambda w: T.erdos_renyi(12, 0.4, seed=1, weights=w), None),
     "random_geometric": (lambda w: T.random_geometric(12, 0.5, seed=2, weights=w), None),
     "social": (lambda w: T.social(weights=w), social_graph),
-    "from_networkx": (lambda w: T.from_networkx(nx.karate_club_graph(), weights=w),
-                      nx.karate_club_graph),
+    "from_networkx": (
+        lambda w: T.from_networkx(nx.karate_club_graph(), weights=w),
+        nx.karate_club_graph,
+    ),
     "from_matrix": (lambda w: T.from_matrix(reference_W(adjacency(lollipop()), w)), lollipop),
 }
 
@@ -152,11 +158,14 @@ def test_registry_contract(name, rule):
 # reference spectra of ALGORITHMS.md section 1 (uniform weights)
 
 
-@pytest.mark.parametrize("n, lambda_2, lambda_n, gap, beta", [
-    (8, 0.8047, -1.0 / 3.0, 0.1953, 1.3333),
-    (9, None, None, 0.1560, None),
-    (16, None, None, 0.0507, None),
-])
+@pytest.mark.parametrize(
+    "n, lambda_2, lambda_n, gap, beta",
+    [
+        (8, 0.8047, -1.0 / 3.0, 0.1953, 1.3333),
+        (9, None, None, 0.1560, None),
+        (16, None, None, 0.0507, None),
+    ],
+)
 def test_ring_reference_spectra(n, lambda_2, lambda_n, gap, beta):
     topo = T.ring(n, weights="uniform")
     np.testing.assert_allclose(topo.W[0, [n - 1, 0, 1]], [1 / 3, 1 / 3, 1 / 3], rtol=0, atol=1e-15)
@@ -185,25 +194,29 @@ def test_torus_5x5_reference_spectrum():
 
 def test_metropolis_weights_by_hand():
     W = T.from_networkx(lollipop(), weights="metropolis").W
-    expected = np.array([
-        [1 / 4, 1 / 4, 1 / 4, 1 / 4, 0],
-        [1 / 4, 3 / 4, 0, 0, 0],
-        [1 / 4, 0, 3 / 4, 0, 0],
-        [1 / 4, 0, 0, 5 / 12, 1 / 3],
-        [0, 0, 0, 1 / 3, 2 / 3],
-    ])
+    expected = np.array(
+        [
+            [1 / 4, 1 / 4, 1 / 4, 1 / 4, 0],
+            [1 / 4, 3 / 4, 0, 0, 0],
+            [1 / 4, 0, 3 / 4, 0, 0],
+            [1 / 4, 0, 0, 5 / 12, 1 / 3],
+            [0, 0, 0, 1 / 3, 2 / 3],
+        ]
+    )
     np.testing.assert_allclose(W, expected, rtol=0, atol=1e-15)
 
 
 def test_uniform_weights_by_hand():
     W = T.from_networkx(lollipop(), weights="uniform").W  # max degree 3: every edge 1/4
-    expected = np.array([
-        [1 / 4, 1 / 4, 1 / 4, 1 / 4, 0],
-        [1 / 4, 3 / 4, 0, 0, 0],
-        [1 / 4, 0, 3 / 4, 0, 0],
-        [1 / 4, 0, 0, 1 / 2, 1 / 4],
-        [0, 0, 0, 1 / 4, 3 / 4],
-    ])
+    expected = np.array(
+        [
+            [1 / 4, 1 / 4, 1 / 4, 1 / 4, 0],
+            [1 / 4, 3 / 4, 0, 0, 0],
+            [1 / 4, 0, 3 / 4, 0, 0],
+            [1 / 4, 0, 0, 1 / 2, 1 / 4],
+            [0, 0, 0, 1 / 4, 3 / 4],
+        ]
+    )
     np.testing.assert_allclose(W, expected, rtol=0, atol=1e-15)
 
 
@@ -245,24 +258,28 @@ def test_from_networkx_relabels_nodes_in_node_order():
 
 def test_default_weights_are_metropolis():
     np.testing.assert_array_equal(T.star(5).W, T.star(5, weights="metropolis").W)
-    np.testing.assert_array_equal(T.grid(2, 3).W, reference_W(adjacency(torus_graph(2, 3, False)),
-                                                             "metropolis"))
+    np.testing.assert_array_equal(
+        T.grid(2, 3).W, reference_W(adjacency(torus_graph(2, 3, False)), "metropolis")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # validation errors
 
 
-@pytest.mark.parametrize("W, message", [
-    (np.full((2, 3), 1 / 3), "must be a square"),
-    (np.array([0.5, 0.5]), "must be a square"),
-    (np.array([[0.5, 0.5, 0.0], [0.25, 0.5, 0.25], [0.25, 0.0, 0.75]]), "is not symmetric"),
-    (np.array([[1.5, -0.5], [-0.5, 1.5]]), "has a negative entry"),
-    (np.array([[0.5, 0.4], [0.4, 0.5]]), "rows of W must sum to 1"),
-    (np.kron(np.eye(2), np.full((2, 2), 0.5)), "does not mix.*disconnected"),
-    (np.array([[0.0, 1.0], [1.0, 0.0]]), "does not mix.*periodic"),
-    (np.array([[np.nan, 0.5], [0.5, 0.5]]), "non-finite"),
-])
+@pytest.mark.parametrize(
+    "W, message",
+    [
+        (np.full((2, 3), 1 / 3), "must be a square"),
+        (np.array([0.5, 0.5]), "must be a square"),
+        (np.array([[0.5, 0.5, 0.0], [0.25, 0.5, 0.25], [0.25, 0.0, 0.75]]), "is not symmetric"),
+        (np.array([[1.5, -0.5], [-0.5, 1.5]]), "has a negative entry"),
+        (np.array([[0.5, 0.4], [0.4, 0.5]]), "rows of W must sum to 1"),
+        (np.kron(np.eye(2), np.full((2, 2), 0.5)), "does not mix.*disconnected"),
+        (np.array([[0.0, 1.0], [1.0, 0.0]]), "does not mix.*periodic"),
+        (np.array([[np.nan, 0.5], [0.5, 0.5]]), "non-finite"),
+    ],
+)
 def test_from_matrix_rejects(W, message):
     with pytest.raises(ValueError, match=message):
         T.from_matrix(W)
@@ -290,16 +307,28 @@ def test_hypercube_needs_power_of_two():
         T.hypercube(6)
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: T.ring(8, weights="metropolis_hastings"),
-     "unknown weight rule 'metropolis_hastings'; weights must be one of 'metropolis', 'uniform', "
-     "'lazy'. Did you mean 'metropolis'?"),
-    (lambda: T.complete(4, weights="Uniform"), "unknown weight rule 'Uniform'.*Did you mean 'uniform'?"),
-    (lambda: T.from_networkx(nx.path_graph(3), weights="max_degree"), "unknown weight rule 'max_degree'"),
-    (lambda: T.weight_matrix(nx.path_graph(3), "bogus"), "weights must be one of 'metropolis'"),
-    (lambda: T.star(6, weights="lazzy"), "Did you mean 'lazy'?"),
-    (lambda: T.torus(3, 4, weights=None), "unknown weight rule None"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: T.ring(8, weights="metropolis_hastings"),
+            "unknown weight rule 'metropolis_hastings'; weights must be one of 'metropolis', "
+            "'uniform', "
+            "'lazy'. Did you mean 'metropolis'?",
+        ),
+        (
+            lambda: T.complete(4, weights="Uniform"),
+            "unknown weight rule 'Uniform'.*Did you mean 'uniform'?",
+        ),
+        (
+            lambda: T.from_networkx(nx.path_graph(3), weights="max_degree"),
+            "unknown weight rule 'max_degree'",
+        ),
+        (lambda: T.weight_matrix(nx.path_graph(3), "bogus"), "weights must be one of 'metropolis'"),
+        (lambda: T.star(6, weights="lazzy"), "Did you mean 'lazy'?"),
+        (lambda: T.torus(3, 4, weights=None), "unknown weight rule None"),
+    ],
+)
 def test_unknown_weight_rule(build, message):
     with pytest.raises(ValueError, match=re.escape(message) if "*" not in message else message):
         build()
@@ -329,42 +358,69 @@ def test_random_geometric_gives_up_after_max_tries():
 
 
 # every bad argument: a ValueError naming the argument, the value and the fix
-@pytest.mark.parametrize("build, message", [
-    (lambda: T.erdos_renyi(8, "0.3"), "p must be a number in (0, 1]; got p='0.3'. Pass an edge "
-                                      "probability, e.g. erdos_renyi(8, 0.3)"),
-    (lambda: T.erdos_renyi(8, 0.0), "p must be a number in (0, 1]; got p=0.0."),
-    (lambda: T.erdos_renyi(8, 1.5), "p must be a number in (0, 1]; got p=1.5."),
-    (lambda: T.erdos_renyi(8, float("nan")), "p must be a number in (0, 1]; got p=nan."),
-    (lambda: T.erdos_renyi(8, 0.5, seed="a"), "seed must be an integer >= 0; got seed='a'."),
-    (lambda: T.erdos_renyi(8, 0.5, max_tries=0), "max_tries must be an integer >= 1; got max_tries=0."),
-    (lambda: T.random_geometric(8, "x"), "radius must be a finite positive number; got radius='x'. "
-                                         "Pass a link distance in the unit square, e.g. "
-                                         "random_geometric(8, 0.4)."),
-    (lambda: T.random_geometric(8, 0.0), "radius must be a finite positive number; got radius=0.0."),
-    (lambda: T.random_geometric(8, 0.4, seed=-1), "seed must be an integer >= 0; got seed=-1."),
-    (lambda: T.ring(0), "n must be an integer >= 1; got n=0. Pass a whole number of workers, e.g. "
-                        "ring(8)."),
-    (lambda: T.ring(2.5), "n must be an integer >= 1; got n=2.5. Pass a whole number of workers, "
-                          "e.g. ring(8)."),
-    (lambda: T.ring(True), "n must be an integer >= 1; got n=True."),
-    (lambda: T.ring("8"), "n must be an integer >= 1; got n='8'."),
-    (lambda: T.torus(3, "4"), "cols must be an integer >= 1; got cols='4'. Pass a whole number of "
-                              "workers, e.g. torus(3, 4)."),
-    (lambda: T.torus(0, 3), "rows must be an integer >= 1; got rows=0."),
-    (lambda: T.grid(3, -1), "cols must be an integer >= 1; got cols=-1. Pass a whole number of "
-                            "workers, e.g. grid(3, 4)."),
-    (lambda: T.complete(4.0), "n must be an integer >= 1; got n=4.0."),
-    (lambda: T.star(None), "n must be an integer >= 1; got n=None."),
-    (lambda: T.hypercube("16"), "n must be an integer >= 1; got n='16'."),
-    (lambda: T.exponential(-3), "n must be an integer >= 1; got n=-3."),
-    (lambda: T.torus_shape(1.5), "n must be an integer >= 1; got n=1.5."),
-    (lambda: T.random_matching(4, seed=0.5), "seed must be an integer >= 0; got seed=0.5."),
-    (lambda: T.random_matching("4"), "n must be an integer >= 1; got n='4'."),
-    (lambda: T.with_link_failures(T.ring(4), "0.1"), "p_drop must be in [0, 1); got p_drop='0.1'. "
-                                                     "Pass the probability"),
-    (lambda: T.with_link_failures(T.ring(4), 0.1, seed="s"), "seed must be an integer >= 0"),
-    (lambda: T.by_name("social", 16), "the social graph has 32 nodes; got n=16. Use n=32."),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (
+            lambda: T.erdos_renyi(8, "0.3"),
+            "p must be a number in (0, 1]; got p='0.3'. Pass an edge "
+            "probability, e.g. erdos_renyi(8, 0.3)",
+        ),
+        (lambda: T.erdos_renyi(8, 0.0), "p must be a number in (0, 1]; got p=0.0."),
+        (lambda: T.erdos_renyi(8, 1.5), "p must be a number in (0, 1]; got p=1.5."),
+        (lambda: T.erdos_renyi(8, float("nan")), "p must be a number in (0, 1]; got p=nan."),
+        (lambda: T.erdos_renyi(8, 0.5, seed="a"), "seed must be an integer >= 0; got seed='a'."),
+        (
+            lambda: T.erdos_renyi(8, 0.5, max_tries=0),
+            "max_tries must be an integer >= 1; got max_tries=0.",
+        ),
+        (
+            lambda: T.random_geometric(8, "x"),
+            "radius must be a finite positive number; got radius='x'. "
+            "Pass a link distance in the unit square, e.g. "
+            "random_geometric(8, 0.4).",
+        ),
+        (
+            lambda: T.random_geometric(8, 0.0),
+            "radius must be a finite positive number; got radius=0.0.",
+        ),
+        (lambda: T.random_geometric(8, 0.4, seed=-1), "seed must be an integer >= 0; got seed=-1."),
+        (
+            lambda: T.ring(0),
+            "n must be an integer >= 1; got n=0. Pass a whole number of workers, e.g. ring(8).",
+        ),
+        (
+            lambda: T.ring(2.5),
+            "n must be an integer >= 1; got n=2.5. Pass a whole number of workers, e.g. ring(8).",
+        ),
+        (lambda: T.ring(True), "n must be an integer >= 1; got n=True."),
+        (lambda: T.ring("8"), "n must be an integer >= 1; got n='8'."),
+        (
+            lambda: T.torus(3, "4"),
+            "cols must be an integer >= 1; got cols='4'. Pass a whole number of "
+            "workers, e.g. torus(3, 4).",
+        ),
+        (lambda: T.torus(0, 3), "rows must be an integer >= 1; got rows=0."),
+        (
+            lambda: T.grid(3, -1),
+            "cols must be an integer >= 1; got cols=-1. Pass a whole number of "
+            "workers, e.g. grid(3, 4).",
+        ),
+        (lambda: T.complete(4.0), "n must be an integer >= 1; got n=4.0."),
+        (lambda: T.star(None), "n must be an integer >= 1; got n=None."),
+        (lambda: T.hypercube("16"), "n must be an integer >= 1; got n='16'."),
+        (lambda: T.exponential(-3), "n must be an integer >= 1; got n=-3."),
+        (lambda: T.torus_shape(1.5), "n must be an integer >= 1; got n=1.5."),
+        (lambda: T.random_matching(4, seed=0.5), "seed must be an integer >= 0; got seed=0.5."),
+        (lambda: T.random_matching("4"), "n must be an integer >= 1; got n='4'."),
+        (
+            lambda: T.with_link_failures(T.ring(4), "0.1"),
+            "p_drop must be in [0, 1); got p_drop='0.1'. Pass the probability",
+        ),
+        (lambda: T.with_link_failures(T.ring(4), 0.1, seed="s"), "seed must be an integer >= 0"),
+        (lambda: T.by_name("social", 16), "the social graph has 32 nodes; got n=16. Use n=32."),
+    ],
+)
 def test_argument_validation(build, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         build()
@@ -376,8 +432,9 @@ def test_random_generators_are_seeded():
     np.testing.assert_array_equal(a.W, b.W)
     others = [T.erdos_renyi(12, 0.4, seed=s).W for s in range(6, 10)]
     assert any(not np.array_equal(a.W, w) for w in others)
-    np.testing.assert_array_equal(T.random_geometric(12, 0.5, seed=3).W,
-                                  T.random_geometric(12, 0.5, seed=3).W)
+    np.testing.assert_array_equal(
+        T.random_geometric(12, 0.5, seed=3).W, T.random_geometric(12, 0.5, seed=3).W
+    )
 
 
 def test_by_name_suggests_closest():
@@ -390,17 +447,20 @@ def test_by_name_suggests_closest():
 def test_by_name_builds():
     assert T.by_name("torus", 12).name == "torus(3x4)"
     assert T.by_name("grid", 6, weights="lazy").name == "grid(2x3), lazy"
-    np.testing.assert_array_equal(T.by_name("ring", 8, weights="uniform").W,
-                                  T.ring(8, weights="uniform").W)
-    np.testing.assert_array_equal(T.by_name("erdos_renyi", 10, seed=4, p=0.5).W,
-                                  T.erdos_renyi(10, 0.5, seed=4).W)
+    np.testing.assert_array_equal(
+        T.by_name("ring", 8, weights="uniform").W, T.ring(8, weights="uniform").W
+    )
+    np.testing.assert_array_equal(
+        T.by_name("erdos_renyi", 10, seed=4, p=0.5).W, T.erdos_renyi(10, 0.5, seed=4).W
+    )
     assert T.by_name("social", 32).n == 32
     with pytest.raises(ValueError, match="32 nodes; got n=16"):
         T.by_name("social", 16)
 
 
-@pytest.mark.parametrize("n, shape", [(12, (3, 4)), (16, (4, 4)), (7, (1, 7)), (1, (1, 1)),
-                                      (18, (3, 6))])
+@pytest.mark.parametrize(
+    "n, shape", [(12, (3, 4)), (16, (4, 4)), (7, (1, 7)), (1, (1, 1)), (18, (3, 6))]
+)
 def test_torus_shape(n, shape):
     assert T.torus_shape(n) == shape
 
@@ -411,8 +471,12 @@ def test_torus_shape(n, shape):
 
 @pytest.mark.parametrize("rule", RULES)
 def test_single_worker(rule):
-    for topo in (T.ring(1, weights=rule), T.complete(1, weights=rule), T.star(1, weights=rule),
-                 T.torus(1, 1, weights=rule)):
+    for topo in (
+        T.ring(1, weights=rule),
+        T.complete(1, weights=rule),
+        T.star(1, weights=rule),
+        T.torus(1, 1, weights=rule),
+    ):
         np.testing.assert_array_equal(topo.W, [[1.0]])
         assert topo.n == 1
         assert topo.spectral_gap == pytest.approx(1.0, abs=1e-15)
@@ -424,8 +488,9 @@ def test_ring_of_two():
     np.testing.assert_allclose(topo.W, np.full((2, 2), 0.5), rtol=0, atol=1e-15)
     np.testing.assert_array_equal(topo.degrees, [1, 1])
     assert topo.n_edges == 1
-    np.testing.assert_allclose(T.ring(2, weights="lazy").W, [[0.75, 0.25], [0.25, 0.75]],
-                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(
+        T.ring(2, weights="lazy").W, [[0.75, 0.25], [0.25, 0.75]], rtol=0, atol=1e-15
+    )
 
 
 def test_torus_2x2_is_a_four_cycle():
@@ -503,6 +568,7 @@ def test_by_name_options_are_checked():
 def test_torus_and_grid_neighbours_by_index(rows, cols):
     """Worker i * cols + j sits at (i, j): its neighbours written out by index (independent of
     networkx's grid_2d_graph, which the generators use)."""
+
     def expected(periodic):
         out = {}
         for i in range(rows):
@@ -510,8 +576,11 @@ def test_torus_and_grid_neighbours_by_index(rows, cols):
                 cand = [(i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)]
                 if periodic:
                     cand = [(a % rows, b % cols) for a, b in cand]
-                out[i * cols + j] = {a * cols + b for a, b in cand
-                                     if 0 <= a < rows and 0 <= b < cols and (a, b) != (i, j)}
+                out[i * cols + j] = {
+                    a * cols + b
+                    for a, b in cand
+                    if 0 <= a < rows and 0 <= b < cols and (a, b) != (i, j)
+                }
         return out
 
     for topo, periodic in ((T.torus(rows, cols), True), (T.grid(rows, cols), False)):
