@@ -218,7 +218,9 @@ def _d2_like(rate: Rate, lazy: bool):
 
 def _check_d2_topology(topology):
     lam_min = topology.lambda_min
-    if not lam_min > -1.0 / 3.0:
+    # strict, beyond round-off: a ring of 6 has λ_min = −1/3 exactly, which spectra compute as
+    # −1/3 ± 1 ulp
+    if not lam_min > -1.0 / 3.0 + 1e-12:
         raise ValueError(
             f"d2 requires the smallest eigenvalue of W to exceed -1/3; topology "
             f"{topology.name} has lambda_min(W) = {lam_min:.4f}. Use "
