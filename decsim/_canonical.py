@@ -12,8 +12,8 @@ import ast
 import inspect
 import re
 
-from . import _checks as checks
-from . import _registries as registries
+from ._checks import closest, integer
+from ._registries import compressors, schedules
 
 __all__ = [
     "unknown_name",
@@ -38,7 +38,7 @@ def unknown_name(where: str, kind: str, name, valid) -> ValueError:
     listed = ", ".join(valid) if valid else "(none)"
     return ValueError(
         f"config key {where!r}: unknown {kind} {name!r}; valid names: {listed}."
-        f"{checks.closest(name, valid)}"
+        f"{closest(name, valid)}"
     )
 
 
@@ -48,14 +48,14 @@ def unknown_argument(where: str, owner: str, unknown, valid) -> ValueError:
     listed = ", ".join(sorted(valid)) if valid else "(none)"
     return ValueError(
         f"config key {where!r}: unknown argument {name!r} for {owner}; valid arguments: "
-        f"{listed}.{checks.closest(name, valid)}"
+        f"{listed}.{closest(name, valid)}"
     )
 
 
 def check_int(where: str, value, minimum: int):
     """``value`` as an int ``>= minimum``, or a ``ValueError`` naming the config key ``where``."""
     try:
-        return checks.integer(f"config key {where!r}", value, min=minimum)
+        return integer(f"config key {where!r}", value, min=minimum)
     except ValueError:
         raise ValueError(
             f"config key {where!r} must be an integer >= {minimum}; got {value!r}."
@@ -214,7 +214,7 @@ def canonical_value(value, where: str, arg: str):
 
 
 def _compressor_table(value: dict, where: str) -> dict:
-    registry = registries.compressors()
+    registry = compressors()
     table = as_table(value, where)
     if table["name"] not in registry:
         raise unknown_name(where, "compressor", table["name"], registry)
@@ -222,7 +222,7 @@ def _compressor_table(value: dict, where: str) -> dict:
 
 
 def _schedule_table(value: dict, where: str) -> dict:
-    registry = registries.schedules()
+    registry = schedules()
     name = value["schedule"]
     if name not in registry:
         raise unknown_name(where, "schedule", name, registry)

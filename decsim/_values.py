@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 
-from . import _registries as registries
+from ._registries import compressors, schedules
 
 __all__ = ["build_value"]
 
@@ -38,14 +38,14 @@ def build_value(value):
 @functools.lru_cache(maxsize=256)
 def _compressor(key: str):
     table = json.loads(key)
-    fn = registries.compressors()[table.pop("name")]
+    fn = compressors()[table.pop("name")]
     return fn(**{k: build_value(v) for k, v in table.items()})
 
 
 @functools.lru_cache(maxsize=256)
 def _schedule(key: str):
     table = json.loads(key)
-    fn = registries.schedules()[table.pop("schedule")]
+    fn = schedules()[table.pop("schedule")]
     return fn(**{k: build_value(v) for k, v in table.items()})
 
 

@@ -62,7 +62,7 @@ import numbers
 from typing import Any, NamedTuple
 
 from . import _canonical as canon
-from . import _checks as checks
+from ._checks import closest
 from ._registries import (
     algorithms,
     compressors,
@@ -123,7 +123,7 @@ def _check_keys(cfg) -> None:
         name = sorted(unknown)[0]
         raise ValueError(
             f"unknown config key {name!r}; valid keys: {', '.join(TOP_LEVEL)}."
-            f"{checks.closest(name, TOP_LEVEL)}"
+            f"{closest(name, TOP_LEVEL)}"
         )
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:

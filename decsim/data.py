@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks as checks
+from ._checks import closest, integer
 
 DATASETS = ("digits", "breast_cancer")
 PARTITIONS = ("iid", "dirichlet", "sorted", "shards")
@@ -28,7 +28,7 @@ def load_dataset(name: str):
     key = str(name).replace("-", "_")
     if key not in DATASETS:
         raise ValueError(f"dataset={name!r} is not bundled; choose one of {DATASETS}."
-                         f"{checks.closest(key, DATASETS)}")
+                         f"{closest(key, DATASETS)}")
     from sklearn import datasets
 
     loader = datasets.load_digits if key == "digits" else datasets.load_breast_cancer
@@ -66,8 +66,8 @@ def partition(labels, n_workers: int, scheme: str = "iid", *, alpha: float = 0.5
     m = labels.shape[0]
     if scheme not in PARTITIONS:
         raise ValueError(f"partition={scheme!r} is unknown; choose one of {PARTITIONS}."
-                         f"{checks.closest(scheme, PARTITIONS)}")
-    n_workers = checks.integer("n_workers", n_workers)
+                         f"{closest(scheme, PARTITIONS)}")
+    n_workers = integer("n_workers", n_workers)
     if n_workers > m:
         raise ValueError(f"n_workers={n_workers} exceeds the {m} training samples; every worker "
                          "needs at least one. Use fewer workers or a larger data set.")
@@ -78,7 +78,7 @@ def partition(labels, n_workers: int, scheme: str = "iid", *, alpha: float = 0.5
     if scheme == "sorted":
         return list(np.array_split(order, n_workers))
     if scheme == "shards":
-        shards_per_worker = checks.integer("shards_per_worker", shards_per_worker)
+        shards_per_worker = integer("shards_per_worker", shards_per_worker)
         n_shards = n_workers * shards_per_worker
         if n_shards > m:
             raise ValueError(f"n_workers * shards_per_worker = {n_shards} exceeds the {m} samples; "
@@ -229,8 +229,8 @@ def synthetic_ctr(
         raise ValueError(
             f"vocab_sizes must be a non-empty list of integers >= 2; got {vocab_sizes!r}."
         )
-    n_groups = checks.integer("n_groups", n_groups)
-    n_samples = checks.integer(
+    n_groups = integer("n_groups", n_groups)
+    n_samples = integer(
         "n_samples", n_samples, min=2 * n_groups, hint="At least two samples per group."
     )
     if not float(signal) > 0.0:

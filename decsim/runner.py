@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checks as checks
 from . import tree
+from ._checks import integer, number, one_of
 from ._history import assemble_metrics, fetch, finite
 from ._history import record as run_record
 from ._loop import (
@@ -110,10 +110,10 @@ def _check_run_args(algorithm, problem, topology, steps, eval_every) -> int:
             f"topology {topology.name} has n={topology.n} workers but the problem "
             f"has n_workers={problem.n_workers}; build both with the same n."
         )
-    steps = checks.integer("steps", steps, min=0)
+    steps = integer("steps", steps, min=0)
     if eval_every is None:
         eval_every = _default_eval_every(steps)
-    eval_every = checks.integer("eval_every", eval_every)
+    eval_every = integer("eval_every", eval_every)
     if steps % eval_every:
         lo = steps // eval_every * eval_every
         raise ValueError(
@@ -129,12 +129,12 @@ def _check_run_args(algorithm, problem, topology, steps, eval_every) -> int:
 
 def _check_seeds(seed, seeds) -> list:
     if seeds is None:
-        return [checks.integer("seed", seed, min=0, max=2**32 - 1)]
+        return [integer("seed", seed, min=0, max=2**32 - 1)]
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
         raise ValueError(
             f"seeds must be a list of integers, e.g. seeds=[0, 1, 2]; got seeds={seeds!r}."
         )
-    out = [checks.integer("seeds[i]", s, min=0, max=2**32 - 1) for s in seeds]
+    out = [integer("seeds[i]", s, min=0, max=2**32 - 1) for s in seeds]
     if not out:
         raise ValueError("seeds must hold at least one seed; got an empty list.")
     return out
@@ -175,7 +175,7 @@ def _resolve_hparams(algorithm, hparams: dict | None, n_runs: int | None) -> dic
             if check is not None:
                 check({k: value})
             else:
-                checks.number(f"hparams[{k!r}]", value)
+                number(f"hparams[{k!r}]", value)
         if n_runs is not None:  # batched: every value per run, so one program serves both forms
             arr = np.broadcast_to(arr, (n_runs,))
         out[k] = jnp.asarray(arr, float_dtype())
@@ -417,7 +417,7 @@ def run(
       True
     """
     eval_every = _check_run_args(algorithm, problem, topology, steps, eval_every)
-    checks.one_of("batching", batching, BATCHING)
+    one_of("batching", batching, BATCHING)
     batched = seeds is not None
     seed_list = _check_seeds(seed, seeds)
     hp = _resolve_hparams(algorithm, hparams, len(seed_list) if batched else None)

@@ -18,8 +18,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import check_hparam, is_number, learning_rate_value
 from .._types import Algorithm, StepCost
 from ..compression import FLOAT_BITS
 
@@ -57,7 +57,7 @@ def hparam_checker(owner: str) -> Callable:
     def check(hparams: dict) -> None:
         for name, value in hparams.items():
             try:
-                checks.check_hparam(name, value)
+                check_hparam(name, value)
             except ValueError as err:
                 raise ValueError(f"{owner}: {err}") from None
 
@@ -93,11 +93,11 @@ def learning_rate(owner: str, value, *, allow_none: bool = False):
         return Rate(), {}
     if callable(value):
         return Rate(value), {}
-    if not checks.is_number(value):
+    if not is_number(value):
         raise ValueError(f"{owner}: learning_rate must be a positive number or an optax schedule "
                          f"(callable step -> value); got {value!r} of type "
                          f"{type(value).__name__}.")
-    return Rate(), {"learning_rate": checks.learning_rate_value("learning_rate", value)}
+    return Rate(), {"learning_rate": learning_rate_value("learning_rate", value)}
 
 
 class LocalUpdate(NamedTuple):

@@ -19,8 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import check_hparam
 from ..compression import compress_stacked
 
 __all__ = ["COMPRESS_STREAM", "compress_key", "check_gamma", "gossip_term", "choco_exchange",
@@ -40,7 +40,7 @@ def check_gamma(owner: str, gamma) -> float:
         raise ValueError(f"{owner}: gamma must be a number in (0, 1] (a consensus step size, not a "
                          f"schedule); got {gamma!r}.")
     try:
-        return checks.check_hparam("gamma", gamma)
+        return check_hparam("gamma", gamma)
     except ValueError as err:
         raise ValueError(f"{owner}: {err}") from None
 

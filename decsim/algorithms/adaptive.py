@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import in_interval, positive
 from .._types import Algorithm
 from ..compression import check_compressor, identity
 from ._common import Rate, cost, dense_bits, make, stacked_params, structural
@@ -44,12 +44,12 @@ _map = jax.tree.map
 def _check_beta(name: str, value) -> float:
     """b1, b2, b3 are structural (plain Python numbers in [0, 1)); 1 would divide by zero in the
     bias corrections or freeze a moment forever."""
-    return checks.in_interval(name, value, 0.0, 1.0, closed="left",
+    return in_interval(name, value, 0.0, 1.0, closed="left",
                               hint="It is an exponential-average weight, e.g. 0.9.")
 
 
 def _check_eps(value) -> float:
-    return checks.positive("eps", value, hint="It is the floor of the adaptive denominator, "
+    return positive("eps", value, hint="It is the floor of the adaptive denominator, "
                                               "e.g. 1e-6.")
 
 

@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import integer
 from .._types import Algorithm
 from ._common import (
     LocalState,
@@ -104,7 +104,7 @@ def dsgd(learning_rate=None, *, gossip_every: int = 1, local_optimizer=None) -> 
       >>> algo = dsgd(0.1, gossip_every=4)
     """
     local, hp = local_update("dsgd", learning_rate, local_optimizer)
-    gossip_every = checks.integer("gossip_every", gossip_every)
+    gossip_every = integer("gossip_every", gossip_every)
     return make(
         "dsgd",
         _dsgd(local, gossip_every),

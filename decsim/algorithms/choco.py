@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import integer, is_number, one_of
 from .._types import Algorithm, Compressor
 from ..compression import check_compressor, compress_stacked, identity
 from ._common import Rate, cost, local_update, make, stacked_params, structural
@@ -131,7 +131,7 @@ def choco_sgd(learning_rate=None, gamma=1.0, compressor=identity(), *, order: st
     local, hp = local_update("choco_sgd", learning_rate, local_optimizer)
     hp["gamma"] = check_gamma("choco_sgd", gamma)
     check_compressor(compressor)
-    order = checks.one_of("order", order, ORDERS, what="choco_sgd order")
+    order = one_of("order", order, ORDERS, what="choco_sgd order")
     return make("choco_sgd", compressed_sgd(local, compressor, order), hp,
                 dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor, order=order,
                      local_optimizer=local_optimizer))
@@ -443,13 +443,13 @@ def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: in
     check_compressor(compressor)
     sizes = ((d,) if isinstance(d, numbers.Integral)
              else tuple(d) if isinstance(d, (list, tuple)) else None)
-    if not sizes or any(not checks.is_number(s) or not isinstance(s, numbers.Integral) or s < 1
+    if not sizes or any(not is_number(s) or not isinstance(s, numbers.Integral) or s < 1
                         for s in sizes):
         raise ValueError(
             f"d must be a positive integer (the vector size) or a sequence of positive "
             f"leaf sizes; got d={d!r}."
         )
-    rounds = checks.integer("rounds", rounds)
+    rounds = integer("rounds", rounds)
     grid = np.logspace(-3, 0, 20) if grid is None else np.asarray(grid, np.float64).reshape(-1)
     if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
         raise ValueError(f"grid must be a non-empty sequence of gammas in (0, 1]; got {grid!r}.")

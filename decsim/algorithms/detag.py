@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import boolean, integer
 from .._types import Algorithm
 from ._common import LocalUpdate, Rate, cost, dense_bits, make, stacked_params, structural
 from ._common import learning_rate as _rate
@@ -102,8 +102,8 @@ def detag(learning_rate, rounds: int, *, accelerate: bool = True) -> Algorithm:
       >>> algo = detag(0.1, rounds=4)
     """
     rate, hp = _rate("detag", learning_rate)
-    rounds = checks.integer("rounds", rounds)
-    accelerate = checks.boolean("accelerate", accelerate)
+    rounds = integer("rounds", rounds)
+    accelerate = boolean("accelerate", accelerate)
     return make("detag", _detag(rate, rounds, accelerate), hp,
                 dict(learning_rate=learning_rate, rounds=rounds, accelerate=accelerate))
 
@@ -139,7 +139,7 @@ def accelerated_gossip(rounds: int = 1, *, accelerate: bool = True) -> Algorithm
     Example:
       >>> algo = accelerated_gossip(rounds=10)
     """
-    rounds = checks.integer("rounds", rounds)
-    accelerate = checks.boolean("accelerate", accelerate)
+    rounds = integer("rounds", rounds)
+    accelerate = boolean("accelerate", accelerate)
     return make("accelerated_gossip", _accelerated_gossip(rounds, accelerate), {},
                 dict(rounds=rounds, accelerate=accelerate))

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import integer, nonnegative, one_of
 from .._types import Algorithm
 from ..compression import dithered, identity
 from ._common import LocalUpdate, Rate, make
@@ -80,12 +80,12 @@ def malcom_psgd(learning_rate, gamma, l1, *, levels: int | None = 16,
     """
     rate, hp = _rate("malcom_psgd", learning_rate)
     hp["gamma"] = check_gamma("malcom_psgd", gamma)
-    hp["l1"] = checks.nonnegative("l1", l1)
-    coder = checks.one_of("coder", coder, CODERS, what="MALCOM coder")
+    hp["l1"] = nonnegative("l1", l1)
+    coder = one_of("coder", coder, CODERS, what="MALCOM coder")
     if levels is None:
         compressor = identity()
     else:
-        compressor = dithered(checks.integer("levels", levels), coder=coder)
+        compressor = dithered(integer("levels", levels), coder=coder)
     # the same key use as choco_sgd (oracle: the step key), so the reduction to it is exact
     parts = compressed_sgd(LocalUpdate(rate, None), compressor, "paper", L1Prox(rate))
     return make("malcom_psgd", parts, hp,

@@ -6,26 +6,26 @@ import warnings
 
 import numpy as np
 
-from .. import _checks as checks
+from .._checks import integer
 
 __all__ = ["workers", "dim", "batch_size", "stack_params0", "check_model", "warn_small_workers"]
 
 
 def workers(n_workers) -> int:
     """The worker count n, an integer >= 1."""
-    return checks.integer("n_workers", n_workers)
+    return integer("n_workers", n_workers)
 
 
 def dim(value) -> int:
     """A model dimension, an integer >= 1."""
-    return checks.integer("dim", value)
+    return integer("dim", value)
 
 
 def batch_size(value) -> int | None:
     """A minibatch size per worker (integer >= 1) or ``None`` (the full local batch)."""
     if value is None:
         return None
-    return checks.integer("batch_size", value,
+    return integer("batch_size", value,
                           hint="Use None for the full local batch (deterministic gradients).")
 
 

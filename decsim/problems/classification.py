@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from .. import _checks as checks
 from .. import data as _data
+from .._checks import integer
 from .._types import Problem
 from . import _common
 
@@ -224,7 +224,7 @@ def mlp(
             f"hidden must be a list of layer widths, e.g. hidden=(32,) or "
             f"hidden=[64, 32]; got hidden={hidden!r}."
         )
-    hidden = tuple(checks.integer("hidden[i]", h) for h in hidden)
+    hidden = tuple(integer("hidden[i]", h) for h in hidden)
     X, y, n_classes = _data.load_dataset(dataset)
     rng = np.random.default_rng(seed + 7919)
     sizes = (X.shape[1],) + hidden + (n_classes,)

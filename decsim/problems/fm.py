@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _checks as checks
 from .. import data as _data
+from .._checks import closest
 from .._types import Problem
 from . import _common
 from .classification import dense
@@ -163,7 +163,7 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
     if partition not in FM_PARTITIONS:
         raise ValueError(
             f"partition={partition!r} is unknown for factorization_machine; choose one "
-            f"of {FM_PARTITIONS}.{checks.closest(partition, FM_PARTITIONS)}"
+            f"of {FM_PARTITIONS}.{closest(partition, FM_PARTITIONS)}"
         )
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(

@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _checks as checks
 from .. import tree
+from .._checks import nonnegative, positive
 from .._types import Problem
 from . import _common
 
@@ -35,11 +35,11 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     """
     n = _common.workers(n_workers)
     _common.dim(dim)
-    mu, L = checks.positive("mu", mu), checks.positive("L", L)
+    mu, L = positive("mu", mu), positive("L", L)
     if not L >= mu:
         raise ValueError(f"need 0 < mu <= L; got mu={mu!r}, L={L!r}.")
-    noise = checks.nonnegative("noise", noise)
-    heterogeneity = checks.nonnegative("heterogeneity", heterogeneity)
+    noise = nonnegative("noise", noise)
+    heterogeneity = nonnegative("heterogeneity", heterogeneity)
     rng = np.random.default_rng(seed)
     a = np.linspace(mu, L, dim)
     x_star = rng.normal(size=dim)

@@ -34,10 +34,10 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _checks as checks
 from .. import config as _config
 from .. import theory
 from .. import topology as _topology
+from .._checks import closest
 from .grid import expand, group_id
 from .store import json_safe, load_histories
 from .sweep import sweep
@@ -128,7 +128,7 @@ def _check_study_config(cfg: dict) -> dict:
     if unknown:
         name = sorted(unknown)[0]
         raise ValueError(f"unknown speedup option {name!r}; valid: {sorted(SPEEDUP_DEFAULTS)}."
-                         f"{checks.closest(name, SPEEDUP_DEFAULTS)}")
+                         f"{closest(name, SPEEDUP_DEFAULTS)}")
     algorithms = cfg["algorithms"]
     if isinstance(algorithms, (str, dict)):
         algorithms = (algorithms,)
@@ -146,7 +146,7 @@ def _check_study_config(cfg: dict) -> dict:
         if name not in _topology.GENERATORS or name in _UNUSABLE_TOPOLOGIES:
             usable = [g for g in _topology.GENERATORS if g not in _UNUSABLE_TOPOLOGIES]
             raise ValueError(f"topology {name!r} is not usable in the speedup study; choose from "
-                             f"{', '.join(usable)}.{checks.closest(name, usable)}")
+                             f"{', '.join(usable)}.{closest(name, usable)}")
     if cfg["steps"] % cfg["eval_every"]:
         raise ValueError(f"steps={cfg['steps']} must be a multiple of "
                          f"eval_every={cfg['eval_every']}.")

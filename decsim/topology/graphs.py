@@ -37,7 +37,7 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from .. import _checks as checks
+from .._checks import closest, in_interval, integer, one_of, positive
 from .structure import DENSE_SPECTRUM_MAX_N, Spectrum
 
 GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
@@ -280,11 +280,11 @@ def _is_bipartite(W) -> bool:
 
 
 def _check_weights(weights) -> str:
-    return checks.one_of("weights", weights, WEIGHT_RULES, what="weight rule")
+    return one_of("weights", weights, WEIGHT_RULES, what="weight rule")
 
 
 def _check_size(name: str, value, example: str) -> int:
-    return checks.integer(name, value, hint=f"Pass a whole number of workers, e.g. {example}.")
+    return integer(name, value, hint=f"Pass a whole number of workers, e.g. {example}.")
 
 
 def _check_edges(count: float, name: str, fix: str) -> None:
@@ -532,19 +532,19 @@ def exponential(n: int, *, weights: str = "metropolis") -> Topology:
 
 
 def _check_seed(seed) -> int:
-    return checks.integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
+    return integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
 
 
 def erdos_renyi(n: int, p: float, *, seed: int = 0, weights: str = "metropolis",
                 max_tries: int = 100) -> Topology:
     """Erdős–Rényi G(n, p), resampled (at most ``max_tries`` times) until connected."""
     n = _check_size("n", n, "erdos_renyi(8, 0.3)")
-    p = checks.in_interval("p", p, 0.0, 1.0, closed="right",
+    p = in_interval("p", p, 0.0, 1.0, closed="right",
                            hint="Pass an edge probability, e.g. erdos_renyi(8, 0.3); the graph is "
                                 "connected with high probability above log(n)/n.")
     seed = _check_seed(seed)
     weights = _check_weights(weights)
-    max_tries = checks.integer("max_tries", max_tries)
+    max_tries = integer("max_tries", max_tries)
     _check_edges(p * n * (n - 1) / 2, f"erdos_renyi({n}, p={p:g})",
                  "use fewer workers or a smaller p (at least log(n)/n = "
                  f"{math.log(max(n, 2)) / n:.3g} for a connected graph).")
@@ -563,12 +563,12 @@ def random_geometric(n: int, radius: float, *, seed: int = 0, weights: str = "me
                      max_tries: int = 100) -> Topology:
     """Random geometric graph in the unit square, resampled until connected."""
     n = _check_size("n", n, "random_geometric(8, 0.4)")
-    radius = checks.positive("radius", radius,
+    radius = positive("radius", radius,
                              hint="Pass a link distance in the unit square, e.g. "
                                   "random_geometric(8, 0.4).")
     seed = _check_seed(seed)
     weights = _check_weights(weights)
-    max_tries = checks.integer("max_tries", max_tries)
+    max_tries = integer("max_tries", max_tries)
     r = radius
     linked = math.pi * r**2 - 8 * r**3 / 3 + r**4 / 2 if r < 1 else 1.0  # P(two points linked)
     _check_edges(linked * n * (n - 1) / 2, f"random_geometric({n}, radius={radius:g})",
@@ -618,7 +618,7 @@ def by_name(name: str, n: int, *, seed: int = 0, weights: str = "metropolis",
     ``radius=``)."""
     if name not in GENERATORS:
         raise ValueError(f"unknown topology {name!r}; valid names: {', '.join(GENERATORS)}."
-                         f"{checks.closest(name, GENERATORS)}")
+                         f"{closest(name, GENERATORS)}")
     if name in ("torus", "grid"):
         return globals()[name](*torus_shape(n), weights=weights)
     if name == "social":

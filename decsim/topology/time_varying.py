@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .. import _checks as checks
+from .._checks import integer, is_number
 from .graphs import Topology, complete, exponential
 from .structure import densify, neighbour_lists
 
@@ -146,8 +146,8 @@ def random_matching(n: int, *, seed: int = 0) -> TimeVaryingTopology:
     """Random matching (gossip on random pairs): each round a fresh uniformly random matching of
     the workers; matched pairs average with weights 1/2. The base graph is ``complete(n)``, so n
     is bounded by the edge budget of :func:`~decsim.topology.complete` (n <= 4472)."""
-    n = checks.integer("n", n, hint="Pass a whole number of workers, e.g. random_matching(8).")
-    seed = checks.integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
+    n = integer("n", n, hint="Pass a whole number of workers, e.g. random_matching(8).")
+    seed = integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
     if n < 2:
         raise ValueError(f"random_matching needs n >= 2 workers to pair; got n={n}.")
     base = complete(n)
@@ -164,11 +164,11 @@ def with_link_failures(topology: Topology, p_drop: float, *, seed: int = 0) -> T
     if not isinstance(topology, Topology) or topology.time_varying:
         raise ValueError("with_link_failures needs a static Topology (e.g. ds.topology.ring(8)); "
                          f"got {topology!r}.")
-    if not checks.is_number(p_drop) or not 0.0 <= p_drop < 1.0:
+    if not is_number(p_drop) or not 0.0 <= p_drop < 1.0:
         raise ValueError(f"p_drop must be in [0, 1); got p_drop={p_drop!r}. Pass the probability "
                          "that an edge fails in a round as a number, e.g. p_drop=0.1.")
     p_drop = float(p_drop)
-    seed = checks.integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
+    seed = integer("seed", seed, min=0, hint="Pass a whole number, e.g. seed=0.")
     idx, w = neighbour_lists(topology.matrix)
     return TimeVaryingTopology(matrix=topology.matrix,
                                name=f"{topology.name} with p_drop={p_drop:g}",
