@@ -13,19 +13,21 @@ Example:
 """
 
 from . import (
-               algorithms,
-               compression,
-               config,
-               data,
-               gossip,
-               plot,
-               problems,
-               study,
-               theory,
-               topology,
-               tree,
+    algorithms,
+    compression,
+    config,
+    data,
+    gossip,
+    memory,
+    plot,
+    problems,
+    study,
+    theory,
+    topology,
+    tree,
 )
 from ._types import Algorithm, Compressor, Evaluation, History, Problem, StepCost
+from .memory import memory_estimate
 from .runner import run
 from .study import load_results, speedup_study, sweep
 
@@ -47,6 +49,8 @@ __all__ = [
     "data",
     "gossip",
     "load_results",
+    "memory",
+    "memory_estimate",
     "plot",
     "problems",
     "run",

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _checkpoint as ckpt
 from . import tree
-from ._checks import integer, number, one_of
+from ._checks import boolean, integer, number, one_of
 from ._history import assemble_metrics, fetch, finite
 from ._history import record as run_record
 from ._loop import (
@@ -62,6 +62,7 @@ from ._programs import (
 from ._types import Algorithm, History, Problem
 from .gossip import GossipPlan
 from .gossip import plan as gossip_plan
+from .memory import available_bytes, memory_estimate
 from .problems.objective import WORKERS, oracle_state
 from .problems.objective import oracle as make_oracle
 from .topology import Topology
@@ -264,6 +265,36 @@ def choose_workers(problem: Problem):
         times[mode] = best
     _WORKERS_CHOICE[key] = min(times, key=times.get)
     return _WORKERS_CHOICE[key]
+
+
+_MEMORY_CHECKED: set = set()
+
+
+def _check_memory(algorithm, problem, workers, n_runs: int) -> None:
+    """Refuse a run whose estimated peak memory (:func:`decsim.memory_estimate`) exceeds what the
+    device has, before compiling. The estimate traces the loss (no compilation), so it runs for
+    models with state (deep networks) and for problems whose data and parameters alone take a
+    tenth of the memory; others are far below any limit."""
+    avail = available_bytes()
+    if avail is None:
+        return
+    size = lambda t: sum(int(np.size(a)) * 4 for a in jax.tree.leaves(t))  # noqa: E731
+    floor = size(problem.data) + 4 * n_runs * size(problem.params0)
+    if not problem.stateful and floor < avail / 10:
+        return
+    key = (algo_key(algorithm), problem_key(problem), str(jax.tree.map(np.shape, (
+        problem.params0, problem.data))), str(workers), n_runs, avail // 2**28)
+    if key in _MEMORY_CHECKED:
+        return
+    est = memory_estimate(algorithm, problem, workers=workers, seeds=n_runs)
+    if est.total > avail:
+        raise ValueError(
+            f"this run needs about {est.total / 2**30:.1f} GiB but {avail / 2**30:.1f} GiB are "
+            f"available ({est}). Use fewer workers or seeds, workers=\"map\" or a chunk size "
+            "(fewer gradient evaluations in flight), a smaller batch_size or "
+            "eval_batch_size, a bfloat16 compute dtype for the model, or rematerialization "
+            "(jax.checkpoint) inside the loss; or pass check_memory=False to run anyway.")
+    _MEMORY_CHECKED.add(key)
 
 
 def _check_workers(workers, problem):
@@ -469,6 +500,7 @@ def run(
     workers="auto",
     checkpoint=None,
     callback=None,
+    check_memory: bool = True,
 ) -> History:
     """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
 
@@ -515,6 +547,8 @@ def run(
         (``metrics``: name -> float, or ``[n_runs]`` arrays with ``seeds=``, including the
         cumulative ``grad_evals``, ``comm_rounds`` and ``bits``): log to TensorBoard, print,
         stop early by raising (with a checkpoint, a rerun continues).
+      check_memory: refuse, before compiling, a run whose estimated peak memory
+        (:func:`decsim.memory_estimate`) exceeds the device's available memory.
 
     Returns:
       A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
@@ -533,6 +567,8 @@ def run(
     seed_list = _check_seeds(seed, seeds)
     hp = _resolve_hparams(algorithm, hparams, len(seed_list) if batched else None)
     workers = _check_workers(workers, problem)
+    if boolean("check_memory", check_memory):
+        _check_memory(algorithm, problem, workers, len(seed_list))
     p = _plan(
         algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip, devices,
         workers,

@@ -14,11 +14,12 @@ Example:
     (8, True)
 """
 
-from . import classification, evaluate, fm, objective, synthetic
+from . import augment, classification, evaluate, fm, images, objective, synthetic
 from .classification import dense, logistic_regression, mlp
 from .custom import custom
 from .evaluate import with_evaluation
 from .fm import FM_PARTITIONS, auc, factorization_machine
+from .images import IMAGE_DATASETS, image_shape, load_images
 from .objective import full_loss, optimum, oracle
 from .synthetic import consensus, quadratic
 
@@ -31,4 +32,5 @@ __all__ = [  # spelled out (a test checks it holds every REGISTRY entry)
     "quadratic", "consensus", "logistic_regression", "mlp", "factorization_machine",
     "REGISTRY", "custom", "dense", "auc", "full_loss", "optimum", "oracle", "objective",
     "FM_PARTITIONS", "classification", "fm", "synthetic", "evaluate", "with_evaluation",
+    "augment", "images", "IMAGE_DATASETS", "image_shape", "load_images",
 ]

@@ -22,7 +22,7 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
            model_state_mixing: str = "local", sampling: str = "replacement",
            eval_batch_size: int | None = 4096, eval_subsample: int | None = None,
            grad_norm: bool | None = None, worker_metrics: bool = False,
-           name: str = "custom") -> Problem:
+           compute_dtype=None, name: str = "custom") -> Problem:
     """Any JAX loss on any per-worker data.
 
     Two loss forms. The simple one, ``loss_fn(params, batch) -> scalar``: the *mean* loss over a
@@ -64,6 +64,10 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
       eval_batch_size, eval_subsample, grad_norm, worker_metrics: how metrics are computed
         (:class:`decsim.Evaluation`: chunk size, rows per worker, ``grad_norm_sq`` on or off
         (default: on for the simple form only), per-worker test metrics).
+      compute_dtype: e.g. ``jnp.bfloat16``: the loss computes in this dtype (parameters and
+        floating batch leaves are cast on entry, the loss is returned in float32), while the
+        parameters, their gradients and the algorithms' state stay in float32 (a mixed-precision
+        policy for large models). ``None``: the run's float dtype throughout.
 
     Example:
       >>> import jax.numpy as jnp, numpy as np, decsim as ds
@@ -100,6 +104,10 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
         form = "(params, model_state, batch, key) -> (loss, state)" if model_state is not None \
             else "(params, batch) -> scalar"
         raise ValueError(f"loss_fn must be a function {form}; got {type(loss_fn).__name__}.")
+    if compute_dtype is not None:
+        loss_fn = mixed_precision(loss_fn, _compute_dtype(compute_dtype), model_state is not None)
+        if test_metrics is not None:
+            test_metrics = mixed_precision(test_metrics, _compute_dtype(compute_dtype), None)
     init = one_of("init", init, INITS)
     model_state_mixing = one_of("model_state_mixing", model_state_mixing, MIXINGS)
     sampling = one_of("sampling", sampling, SAMPLINGS)
@@ -140,6 +148,47 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
         evaluation=evaluation,
         sampling=sampling,
     )
+
+
+def _compute_dtype(value):
+    import jax.numpy as jnp
+
+    try:
+        dt = jnp.dtype(value)
+    except TypeError:
+        dt = None
+    if dt is None or not jnp.issubdtype(dt, jnp.floating):
+        raise ValueError(f"compute_dtype must be a floating dtype such as jnp.bfloat16 or "
+                         f"jnp.float16; got {value!r}.")
+    return dt
+
+
+@functools.cache
+def mixed_precision(fn: Callable, dtype, stateful: bool | None):
+    """``fn`` computing in ``dtype``: floating leaves of its array arguments (params, model
+    state, batch) are cast to ``dtype`` on entry; floating outputs come back in float32 (a model
+    state keeps its own dtypes). ``stateful``: the extended loss (``(loss, state)`` out), the
+    simple loss (``False``) or test metrics (``None``: a dict of means)."""
+    import jax.numpy as jnp
+
+    def down(tree):
+        return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(
+            jnp.asarray(a).dtype, jnp.floating) else a, tree)
+
+    def up(tree):
+        return jax.tree.map(lambda a: a.astype(jnp.float32) if jnp.issubdtype(
+            jnp.asarray(a).dtype, jnp.floating) else a, tree)
+
+    if stateful:
+        def extended(params, model_state, batch, key):
+            loss, new = fn(down(params), down(model_state), down(batch), key)
+            return up(loss), jax.tree.map(lambda n, o: n.astype(jnp.asarray(o).dtype), new,
+                                          model_state)
+
+        return extended
+    if stateful is None:
+        return lambda *args: up(fn(*[down(a) for a in args]))
+    return lambda params, batch: up(fn(down(params), down(batch)))
 
 
 INITS = ("same", "independent", "stacked")
