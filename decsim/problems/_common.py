@@ -100,10 +100,9 @@ def check_stateful_model(loss_fn, params, model_state, worker_data, name: str = 
             raise ValueError(f"{name}: the extended loss_fn must return (loss scalar, "
                              f"new_model_state); in {mode} mode it returned "
                              f"{_shapes(out)}. {where}.")
-        got = jax.tree.map(lambda a: (tuple(np.shape(a)), str(np.asarray(a).dtype)
-                                      if not hasattr(a, "dtype") else str(a.dtype)), out[1])
-        want = jax.tree.map(lambda a: (tuple(np.shape(a)), str(jax.numpy.asarray(a).dtype)),
-                            model_state)
+        got = [(tuple(np.shape(a)), str(a.dtype)) for a in jax.tree.leaves(out[1])]
+        want = [(tuple(np.shape(a)), str(jax.numpy.asarray(a).dtype))
+                for a in jax.tree.leaves(model_state)]
         if jax.tree.structure(out[1]) != jax.tree.structure(model_state) or got != want:
             raise ValueError(f"{name}: the model state loss_fn returns in {mode} mode must have "
                              f"the structure, shapes and dtypes of model_state: got {got}, "

@@ -198,7 +198,9 @@ SAMPLINGS = ("replacement", "epoch")
 
 def _initial_params(params0, init: str, n: int, seed: int):
     """The stacked initial parameters ``[n, ...]`` (numpy) for each ``init`` mode."""
-    if callable(params0):
+    if callable(params0) and not any(hasattr(a, "shape") for a in jax.tree.leaves(params0)):
+        # a function key -> params (a callable pytree of arrays, e.g. an equinox Module, is
+        # parameters)
         if init == "stacked":
             raise ValueError('init="stacked" needs params0 with leaves [n_workers, ...], not a '
                              'function; use init="same" or "independent" with a function.')
