@@ -25,7 +25,7 @@ from . import (
                topology,
                tree,
 )
-from ._types import Algorithm, Compressor, History, Problem, StepCost
+from ._types import Algorithm, Compressor, Evaluation, History, Problem, StepCost
 from .runner import run
 from .study import load_results, speedup_study, sweep
 
@@ -35,7 +35,26 @@ from .study import load_results, speedup_study, sweep
 __version__ = "0.1.0"
 
 __all__ = [
-    "Algorithm", "Compressor", "History", "compression", "Problem", "StepCost", "algorithms",
-    "config", "data", "gossip", "load_results", "plot", "problems", "run", "speedup_study",
-    "study", "sweep", "theory", "topology", "tree", "__version__",
+    "Algorithm",
+    "Compressor",
+    "Evaluation",
+    "History",
+    "compression",
+    "Problem",
+    "StepCost",
+    "algorithms",
+    "config",
+    "data",
+    "gossip",
+    "load_results",
+    "plot",
+    "problems",
+    "run",
+    "speedup_study",
+    "study",
+    "sweep",
+    "theory",
+    "topology",
+    "tree",
+    "__version__",
 ]

@@ -149,9 +149,10 @@ def device_data(problem) -> dict:
     The cache holds references to the host arrays, so their identities stay valid; a problem
     whose arrays are modified in place needs :func:`clear_cache`.
     """
-    host = (problem.params0, problem.data, problem.counts, problem.test_data, problem.aux)
+    host = (problem.params0, problem.data, problem.counts, problem.test_data, problem.aux,
+            problem.model_state0)
     key = (tuple(id(a) for a in jax.tree.leaves(host)), jax.tree.structure(host),
-           float(problem.noise_std), float_dtype().name)
+           float(problem.noise_std), float_dtype().name, problem.evaluation)
     entry = _DATA.get(key)
     if entry is not None:
         _DATA.move_to_end(key)
@@ -163,7 +164,16 @@ def device_data(problem) -> dict:
         "noise_std": jnp.asarray(problem.noise_std, float_dtype()),
         "test": None if problem.test_data is None else as_float(problem.test_data),
         "aux": None if problem.aux is None else as_float(problem.aux),
+        "model_state0": None if problem.model_state0 is None else as_float(problem.model_state0),
     }
+    from .problems.evaluate import eval_rows
+
+    eval_data, eval_counts = eval_rows(problem)
+    if eval_data is problem.data:
+        args["eval_data"], args["eval_counts"] = args["data"], args["counts"]
+    else:
+        args["eval_data"] = as_float(eval_data)
+        args["eval_counts"] = jnp.asarray(eval_counts, jnp.int32)
     _DATA[key] = (host, args)
     while len(_DATA) > _MAX_DATA:
         _DATA.popitem(last=False)
@@ -201,7 +211,7 @@ def place(args: dict, keys, hp: dict, mesh):
 
     split = NamedSharding(mesh, PartitionSpec("workers"))
     whole = NamedSharding(mesh, PartitionSpec())
-    per_worker = {"params0", "data", "counts"}
+    per_worker = {"params0", "data", "counts", "model_state0", "eval_data", "eval_counts"}
     placed = {k: jax.tree.map(lambda a, s=(split if k in per_worker else whole):
                               jax.device_put(a, s), v)
               for k, v in args.items()}

@@ -122,6 +122,17 @@ class Problem(NamedTuple):
       aux: pytree of arrays that ``extra_metrics`` reads (passed as data, not baked into the
         program).
       info: host-side facts: ``x_star``, ``f_star``, ``L``, ``mu``, ``sigma2``, ``zeta2``, ...
+      model_state0: ``None`` for the simple loss form; otherwise the stacked model state
+        (leaves ``[n, ...]``; ``{}`` for a stochastic model without state) and ``loss_fn`` is the
+        extended form ``(params, model_state, batch, key) -> (loss, new_model_state)``, with
+        ``key is None`` meaning evaluation mode (no dropout, BatchNorm on running statistics).
+        ``test_metrics`` is then ``(params, model_state, test_batch) -> dict``.
+      model_state_mixing: ``"local"`` (each worker keeps its own model state) or ``"gossip"``
+        (one extra gossip round of the model state per step, in the same messages).
+      evaluation: how metrics are computed (an :class:`Evaluation`).
+      sampling: ``"replacement"`` (each minibatch drawn uniformly with replacement) or
+        ``"epoch"`` (each worker walks through a fresh random permutation of its samples per
+        epoch).
     """
 
     name: str
@@ -137,6 +148,37 @@ class Problem(NamedTuple):
     extra_metrics: Callable | None = None
     aux: Any = None
     info: Any = None
+    model_state0: Any = None
+    model_state_mixing: str = "local"
+    evaluation: Any = None
+    sampling: str = "replacement"
+
+    @property
+    def stateful(self) -> bool:
+        """The loss has the extended form ``(params, model_state, batch, key)``."""
+        return self.model_state0 is not None
+
+
+class Evaluation(NamedTuple):
+    """How a run evaluates its metrics (``ds.problems.with_evaluation`` sets it).
+
+    Attributes:
+      batch_size: rows per evaluation chunk (training and test data are evaluated chunk by chunk,
+        so the memory of an evaluation does not grow with the data set); ``None``: all at once.
+      subsample: evaluate the training metrics on a fixed random subset of this many rows per
+        worker (``None``: all rows). The test set is always evaluated whole.
+      grad_norm: compute ``grad_norm_sq`` (a backward pass over the evaluated data); ``None``:
+        only for the simple loss form, where it is cheap.
+      per_worker: also report, for every test metric ``m``, ``worker_mean_m``, ``worker_min_m``
+        and ``worker_max_m`` over the workers' own models (n test evaluations).
+      seed: the seed of the subsample.
+    """
+
+    batch_size: int | None = 4096
+    subsample: int | None = None
+    grad_norm: bool | None = None
+    per_worker: bool = False
+    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -156,6 +198,8 @@ class History:
       config: names and arguments of algorithm, problem and topology, steps, eval_every.
       compile_seconds: time spent tracing and compiling (0 when the program came from the cache).
       run_seconds: wall-clock time of the run excluding compilation.
+      model_state: final stacked model state (numpy, leaves ``[n, ...]``) of a problem with
+        model state, else ``None``.
     """
 
     steps: np.ndarray
@@ -167,6 +211,7 @@ class History:
     config: dict
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
+    model_state: Any = None
 
     @property
     def batched(self) -> bool:
@@ -201,6 +246,7 @@ class History:
             steps=self.steps,
             metrics={k: np.asarray(v)[i] for k, v in self.metrics.items()},
             params=jax.tree.map(lambda a: np.asarray(a)[i], self.params),
+            model_state=jax.tree.map(lambda a: np.asarray(a)[i], self.model_state),
             diverged=bool(np.asarray(self.diverged)[i]),
             diverged_step=int(np.asarray(self.diverged_step)[i]),
             seeds=self.seeds[i],
@@ -242,6 +288,9 @@ class History:
             },
             params=jax.tree.map(
                 lambda *a: np.stack([np.asarray(x) for x in a]), *[r.params for r in runs]
+            ),
+            model_state=jax.tree.map(
+                lambda *a: np.stack([np.asarray(x) for x in a]), *[r.model_state for r in runs]
             ),
             diverged=np.array([r.diverged for r in runs], dtype=bool),
             diverged_step=np.array([r.diverged_step for r in runs], dtype=np.int64),

@@ -28,13 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _checkpoint as ckpt
 from . import tree
 from ._checks import integer, number, one_of
 from ._history import assemble_metrics, fetch, finite
 from ._history import record as run_record
 from ._loop import (
     algo_key,
-    init_key,
+    init_carry,
     make_init,
     make_metrics,
     make_segment,
@@ -61,6 +62,7 @@ from ._programs import (
 from ._types import Algorithm, History, Problem
 from .gossip import GossipPlan
 from .gossip import plan as gossip_plan
+from .problems.objective import WORKERS, oracle_state
 from .problems.objective import oracle as make_oracle
 from .topology import Topology
 
@@ -125,6 +127,19 @@ def _check_run_args(algorithm, problem, topology, steps, eval_every) -> int:
     if validate is not None:
         validate(topology)
     return eval_every
+
+
+def _check_checkpoint(checkpoint):
+    from pathlib import Path
+
+    if not isinstance(checkpoint, (str, Path)) or not str(checkpoint):
+        raise ValueError(f"checkpoint must be a file path (str or pathlib.Path); got "
+                         f"{checkpoint!r}.")
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise ValueError(f"checkpoint={str(path)!r} is a folder; give a file path such as "
+                         f"{str(path / 'run.ckpt.npz')!r}.")
+    return path
 
 
 def _check_seeds(seed, seeds) -> list:
@@ -213,9 +228,62 @@ class _Plan(NamedTuple):
     hp_axes: dict
     chunks: int
     n_evals: int
+    workers: Any
 
 
-def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, gossip, devices):
+_WORKERS_CHOICE: dict = {}
+
+
+def choose_workers(problem: Problem):
+    """``"vmap"`` for the simple loss form; for a model with state or randomness, whichever of
+    ``"vmap"`` and ``"map"`` evaluates the stacked gradient faster here (best of three calls each
+    after compiling; remembered per problem structure and shapes for the process)."""
+    if not problem.stateful:
+        return "vmap"
+    shapes = jax.tree.map(np.shape, (problem.params0, problem.data, problem.model_state0))
+    key = (problem_key(problem), str(shapes), float_dtype().name, jax.default_backend())
+    if key in _WORKERS_CHOICE:
+        return _WORKERS_CHOICE[key]
+    args = device_data(problem)
+    times = {}
+    for mode in WORKERS:
+        def grads(X, st, k, mode=mode):
+            o = make_oracle(problem, args["data"], args["counts"], args["noise_std"], state=st,
+                            workers=mode, perm_key=k)
+            return o(X, k), o.state
+
+        fn = jax.jit(grads)
+        st = oracle_state(problem, args["model_state0"])
+        k = jax.random.PRNGKey(0)
+        jax.block_until_ready(fn(args["params0"], st, k))
+        best = math.inf
+        for _ in range(3):
+            tic = time.perf_counter()
+            jax.block_until_ready(fn(args["params0"], st, k))
+            best = min(best, time.perf_counter() - tic)
+        times[mode] = best
+    _WORKERS_CHOICE[key] = min(times, key=times.get)
+    return _WORKERS_CHOICE[key]
+
+
+def _check_workers(workers, problem):
+    """``"vmap"``, ``"map"`` or a chunk size (an int in [1, n]); ``"auto"`` resolved."""
+    if isinstance(workers, str):
+        one_of("workers", workers, ("auto",) + WORKERS)
+        if workers == "auto":
+            return choose_workers(problem)
+        return workers
+    n = problem.n_workers
+    chunk = integer("workers", workers, min=1, max=n,
+                    hint='Use "vmap", "map" or a chunk size that divides n_workers.')
+    if n % chunk:
+        raise ValueError(f"workers={chunk} (workers per vmapped chunk) must divide "
+                         f"n_workers={n}; use a divisor of {n}, \"vmap\" or \"map\".")
+    return chunk
+
+
+def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, gossip, devices,
+          workers):
     gplan = gossip_plan(topology, gossip)
     mesh = make_mesh(devices, problem.n_workers)
     args = dict(device_data(problem))
@@ -233,7 +301,7 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
     params_size = sum(int(np.size(a)) for a in jax.tree.leaves(problem.params0))
     snapshot_bytes = float_dtype().itemsize * len(seeds) * max(1, params_size)
     chunks = _chunks_per_call(n_evals, eval_every, max(1, _SNAPSHOT_BUDGET_BYTES // snapshot_bytes))
-    return _Plan(gplan, mesh, args, keys, hp, hp_axes, chunks, n_evals)
+    return _Plan(gplan, mesh, args, keys, hp, hp_axes, chunks, n_evals, workers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,13 +310,13 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
 
 def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batching: str):
     """The init and segment executables (from the cache when seen before) and compile seconds."""
-    prog_key = (algo_key(algorithm), problem_key(problem), mesh_key(p.mesh))
+    prog_key = (algo_key(algorithm), problem_key(problem), mesh_key(p.mesh), p.workers)
     n = problem.n_workers
     constrain = worker_constraint(p.mesh, n)
     constrain_stacked = worker_constraint(p.mesh, n, axis=1)
     init_prog, secs_init = compiled(
         "init",
-        lambda: make_init(algorithm, constrain),
+        lambda: make_init(algorithm, problem, constrain),
         prog_key,
         (p.keys, p.args),
         batched,
@@ -260,7 +328,8 @@ def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batch
     seg_prog, secs_seg = compiled(
         "segment",
         lambda: make_segment(
-            algorithm, problem, p.gplan, eval_every, p.chunks, constrain, constrain_stacked
+            algorithm, problem, p.gplan, eval_every, p.chunks, constrain, constrain_stacked,
+            p.workers,
         ),
         prog_key + (p.gplan.key, eval_every, p.chunks),
         (p.hp, state, t0, p.keys, p.args),
@@ -296,17 +365,27 @@ def _drive(
     n_runs,
     progress,
     batching,
+    checkpoint=None,
+    callback=None,
 ) -> _Driven:
     """Call the segment program until ``steps`` are done or every run diverged; evaluate the
-    snapshots of each call with the metrics program (compiled on the first snapshots)."""
+    snapshots of each call with the metrics program (compiled on the first snapshots). With a
+    ``checkpoint`` (``(path, fingerprint)``), start from it when it exists and write it after
+    every call; ``callback(step, metrics)`` sees each new evaluation."""
     start = time.perf_counter()
     margs = metrics_args(p.args)
     t0 = jnp.zeros((), jnp.int32)
     metrics_prog, compile_seconds = None, 0.0
     records, cost_chunks, bar, done = [], [], None, 0
     diverged = np.zeros(n_runs, dtype=bool)
+    if checkpoint is not None:
+        restored = ckpt.load(checkpoint[0], checkpoint[1], state)
+        if restored is not None:
+            carry, done, records, cost_chunks, diverged = restored
+            state = jax.tree.map(lambda a, t: jax.device_put(jnp.asarray(a, t.dtype),
+                                                              t.sharding), carry, state)
     while not records or (done < steps and not diverged.all()):
-        state, costs, (Xs, extras) = seg_prog(
+        state, costs, (Xs, Ss, extras) = seg_prog(
             p.hp, state, jnp.asarray(done, jnp.int32), p.keys, p.args
         )
         if metrics_prog is None:  # compiled on the first snapshots (shapes and sharding)
@@ -315,14 +394,14 @@ def _drive(
                 "metrics",
                 lambda: make_metrics(problem),
                 metrics_key(problem) + (mesh_key(p.mesh),),
-                (Xs, t0, margs),
+                (Xs, Ss, t0, margs),
                 batched,
-                (0, None, None),
+                (0, 0, None, None),
                 batching,
             )
             start += time.perf_counter() - tic  # run_seconds excludes it
         first = 0 if not records else 1  # the incoming state was the previous call's last snapshot
-        metrics = {**metrics_prog(Xs, jnp.asarray(first, jnp.int32), margs), **extras}
+        metrics = {**metrics_prog(Xs, Ss, jnp.asarray(first, jnp.int32), margs), **extras}
         records.append(
             {
                 k: np.asarray(v, np.float64).reshape(n_runs, -1)[:, first:]
@@ -332,6 +411,19 @@ def _drive(
         cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, 3))
         done += p.chunks * eval_every
         diverged |= ~finite(records[-1], n_runs)
+        if checkpoint is not None:
+            ckpt.save(checkpoint[0], checkpoint[1], fetch(state), done, records, cost_chunks,
+                      diverged)
+        if callback is not None:
+            rows = records[-1]["loss"].shape[1]
+            at = done - p.chunks * eval_every + (first + np.arange(rows)) * eval_every
+            cum = np.cumsum(np.concatenate(cost_chunks, axis=1), axis=1)
+            for j, step_j in enumerate(at.tolist()):
+                row = {k: v[:, j] for k, v in records[-1].items()}
+                e = step_j // eval_every
+                for i, name in enumerate(("grad_evals", "comm_rounds", "bits")):
+                    row[name] = cum[:, e - 1, i] if e else np.zeros(n_runs)
+                callback(int(step_j), {k: v if batched else float(v[0]) for k, v in row.items()})
         bar = _progress(
             bar, progress, algorithm, topology, start, done, steps, p.chunks * eval_every
         )
@@ -374,6 +466,9 @@ def run(
     gossip: str = "auto",
     devices: Sequence | None = None,
     batching: str = "map",
+    workers="auto",
+    checkpoint=None,
+    callback=None,
 ) -> History:
     """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
 
@@ -404,6 +499,22 @@ def run(
         exactly as it would run alone, so its numbers are bitwise those of ``ds.run(...,
         seed=s)`` however many runs share the call; ``"vmap"`` vectorizes them (often faster on
         accelerators; numbers equal to rounding, which chaotic dynamics can amplify).
+      workers: how the worker axis of gradient evaluations is executed: ``"vmap"`` (one batched
+        program; best for small models and on accelerators), ``"map"`` (a compiled loop over
+        workers, each an ordinary batch computation: convolutions stay convolutions instead of
+        becoming grouped ones, much faster on CPU), or an int c (chunks of c workers vmapped
+        inside a loop; bounded memory). ``"auto"`` (default): ``"vmap"`` for the simple loss
+        form; for a model with state or randomness, the faster of ``"vmap"`` and ``"map"``
+        measured on one gradient evaluation (once per problem structure and process). All
+        choices give the same results to float rounding.
+      checkpoint: a file path: the complete run state (algorithm state, model state, steps done,
+        metrics so far) is written there after every compiled call (about 10 per run), and a
+        run given an existing checkpoint of the same run continues from it; the History is then
+        bitwise that of an uninterrupted run. A checkpoint of another run is an error.
+      callback: ``callback(step, metrics)``, called on the host for every evaluation in order
+        (``metrics``: name -> float, or ``[n_runs]`` arrays with ``seeds=``, including the
+        cumulative ``grad_evals``, ``comm_rounds`` and ``bits``): log to TensorBoard, print,
+        stop early by raising (with a checkpoint, a rerun continues).
 
     Returns:
       A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
@@ -421,12 +532,26 @@ def run(
     batched = seeds is not None
     seed_list = _check_seeds(seed, seeds)
     hp = _resolve_hparams(algorithm, hparams, len(seed_list) if batched else None)
+    workers = _check_workers(workers, problem)
     p = _plan(
-        algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip, devices
+        algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip, devices,
+        workers,
     )
     state, seg_prog, compile_seconds = _compile(
         algorithm, problem, p, eval_every, batched, batching
     )
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be a function (step, metrics) -> None; got "
+                         f"{type(callback).__name__}.")
+    ck = None
+    if checkpoint is not None:
+        path = _check_checkpoint(checkpoint)
+        fp = ckpt.fingerprint(
+            run_record(algorithm, problem, topology, p, steps, eval_every, hparams), seed_list,
+            {"batching": batching, "workers": str(p.workers), "batched": batched,
+             "algo": [getattr(f, "__qualname__", str(f)) for f in algo_key(algorithm)]},
+            state)
+        ck = (path, fp)
     d = _drive(
         algorithm,
         problem,
@@ -440,9 +565,13 @@ def run(
         len(seed_list),
         progress,
         batching,
+        ck,
+        callback,
     )
     metrics, diverged_step = assemble_metrics(d, len(seed_list), p.n_evals, eval_every)
-    params = fetch(jax.vmap(algorithm.params)(d.state) if batched else algorithm.params(d.state))
+    state, ostate = d.state
+    params = fetch(jax.vmap(algorithm.params)(state) if batched else algorithm.params(state))
+    model_state = fetch(ostate["model"]) if "model" in ostate else None
     div = diverged_step >= 0
     return History(
         steps=np.arange(p.n_evals + 1) * eval_every,
@@ -457,6 +586,7 @@ def run(
         ),
         compile_seconds=compile_seconds + d.compile_seconds,
         run_seconds=d.run_seconds,
+        model_state=model_state,
     )
 
 
@@ -470,6 +600,7 @@ def trajectory(
     record=None,
     gossip: str = "auto",
     hparams: dict | None = None,
+    workers="vmap",
 ):
     """Every iterate of a short run, for inspection and exact-trajectory tests.
 
@@ -486,17 +617,17 @@ def trajectory(
     args = dict(device_data(problem))
     args["topology"] = as_float(dict(gplan.args))
     args["lam"] = jnp.asarray(topology.lam, float_dtype())
-    step = make_step(algorithm, problem, gplan)
+    step = make_step(algorithm, problem, gplan, _check_workers(workers, problem))
 
     @jax.jit
     def go(hp, run_key, args):
-        state = algorithm.init(args["params0"], init_key(run_key))
+        carry = init_carry(algorithm, problem, run_key, args)
 
-        def one(state, t):
-            state, _ = step(hp, state, t, run_key, args)
-            return state, record(state)
+        def one(carry, t):
+            carry, _ = step(hp, carry, t, run_key, args)
+            return carry, record(carry[0])
 
-        _, rest = jax.lax.scan(one, state, jnp.arange(steps, dtype=jnp.int32))
-        return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), record(state), rest)
+        _, rest = jax.lax.scan(one, carry, jnp.arange(steps, dtype=jnp.int32))
+        return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), record(carry[0]), rest)
 
     return tree.to_numpy(go(hp, jax.random.PRNGKey(seed), args))

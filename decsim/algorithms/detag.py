@@ -45,6 +45,19 @@ def accelerated_rounds(mixer, Zs: tuple, rounds: int, mu) -> tuple:
     return final
 
 
+def accumulated_gradient(oracle, X, key, rounds: int):
+    """``(1/R) Σ_r oracle(X, fold_in(key, r))``: R minibatches at the same point, vmapped; for a
+    stateful oracle (model state, epochs) the R evaluations run one after the other, each seeing
+    the state the previous one left."""
+    if getattr(oracle, "stateful", False):
+        total = oracle(X, jax.random.fold_in(key, 0))
+        for r in range(1, rounds):
+            total = tree.add(total, oracle(X, jax.random.fold_in(key, r)))
+        return jax.tree.map(lambda g: g / rounds, total)
+    keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(rounds))
+    return jax.tree.map(lambda g: jnp.mean(g, axis=0), jax.vmap(oracle, in_axes=(None, 0))(X, keys))
+
+
 class DetagState(NamedTuple):
     X: Any  # X_k, stacked params [n, ...]
     Y: Any  # tracker Y_k [n, ...] (Y_0 = 0)
@@ -62,9 +75,7 @@ def _detag(rate: Rate, rounds: int, accelerate: bool):
         return DetagState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
-        keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(rounds))
-        G = jax.tree.map(lambda g: jnp.mean(g, axis=0),
-                         jax.vmap(oracle, in_axes=(None, 0))(state.X, keys))
+        G = accumulated_gradient(oracle, state.X, key, rounds)
         Y_half = tree.add(state.Y, tree.sub(G, state.G_prev))
         U, _ = local.update(Y_half, (), state.X, state.t, hp)
         X_half = tree.add(state.X, U)

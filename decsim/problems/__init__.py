@@ -14,9 +14,10 @@ Example:
     (8, True)
 """
 
-from . import classification, fm, objective, synthetic
+from . import classification, evaluate, fm, objective, synthetic
 from .classification import dense, logistic_regression, mlp
 from .custom import custom
+from .evaluate import with_evaluation
 from .fm import FM_PARTITIONS, auc, factorization_machine
 from .objective import full_loss, optimum, oracle
 from .synthetic import consensus, quadratic
@@ -29,5 +30,5 @@ REGISTRY = {name: getattr(module, name)
 __all__ = [  # spelled out (a test checks it holds every REGISTRY entry)
     "quadratic", "consensus", "logistic_regression", "mlp", "factorization_machine",
     "REGISTRY", "custom", "dense", "auc", "full_loss", "optimum", "oracle", "objective",
-    "FM_PARTITIONS", "classification", "fm", "synthetic",
+    "FM_PARTITIONS", "classification", "fm", "synthetic", "evaluate", "with_evaluation",
 ]

@@ -8,7 +8,8 @@ import numpy as np
 
 from .._checks import integer
 
-__all__ = ["workers", "dim", "batch_size", "stack_params0", "check_model", "warn_small_workers"]
+__all__ = ["workers", "dim", "batch_size", "stack_params0", "check_model", "check_stateful_model",
+           "warn_small_workers"]
 
 
 def workers(n_workers) -> int:
@@ -73,6 +74,45 @@ def check_model(loss_fn, params, worker_data, name: str = "custom") -> None:
     if got != want:
         raise ValueError(f"{name}: the gradient of loss_fn has shapes {got} but params0 has "
                          f"{want}; the model and its parameters do not match.")
+
+
+def check_stateful_model(loss_fn, params, model_state, worker_data, name: str = "custom") -> None:
+    """Before anything compiles, the extended form on worker 0's first two samples (abstractly,
+    with ``jax.eval_shape``): ``loss_fn(params, model_state, batch, key)`` must return
+    ``(scalar, new_model_state)`` with the structure, shapes and dtypes of ``model_state``, in
+    training mode and with ``key=None``; the gradient must have the shapes of ``params``."""
+    import jax
+
+    batch = jax.tree.map(lambda a: np.asarray(a)[0, :2], worker_data)
+    key = jax.random.PRNGKey(0)
+    where = (f"params0 shapes: {_shapes(params)}; model_state shapes: {_shapes(model_state)}; "
+             f"batch shapes: {_shapes(batch)}")
+    for mode, k in (("training", key), ("evaluation (key=None)", None)):
+        try:
+            out = jax.eval_shape(lambda p, s, b, k=k: loss_fn(p, s, b, k), params, model_state,
+                                 batch)
+        except Exception as err:  # noqa: BLE001 - any failure of user code is reported the same
+            first = str(err).splitlines()[0].rstrip(".") if str(err) else ""
+            raise ValueError(f"{name}: loss_fn(params, model_state, batch, key) fails in {mode} "
+                             f"mode on two samples of worker 0: {type(err).__name__}: {first}. "
+                             f"{where}.") from None
+        if not (isinstance(out, tuple) and len(out) == 2 and np.shape(out[0]) == ()):
+            raise ValueError(f"{name}: the extended loss_fn must return (loss scalar, "
+                             f"new_model_state); in {mode} mode it returned "
+                             f"{_shapes(out)}. {where}.")
+        got = jax.tree.map(lambda a: (tuple(np.shape(a)), str(np.asarray(a).dtype)
+                                      if not hasattr(a, "dtype") else str(a.dtype)), out[1])
+        want = jax.tree.map(lambda a: (tuple(np.shape(a)), str(jax.numpy.asarray(a).dtype)),
+                            model_state)
+        if jax.tree.structure(out[1]) != jax.tree.structure(model_state) or got != want:
+            raise ValueError(f"{name}: the model state loss_fn returns in {mode} mode must have "
+                             f"the structure, shapes and dtypes of model_state: got {got}, "
+                             f"expected {want}.")
+    grads = jax.eval_shape(jax.grad(lambda p: loss_fn(p, model_state, batch, key)[0]), params)
+    if _shapes(grads) != _shapes(params):
+        raise ValueError(f"{name}: the gradient of loss_fn has shapes {_shapes(grads)} but "
+                         f"params0 has {_shapes(params)}; the model and its parameters do not "
+                         "match.")
 
 
 def warn_small_workers(counts, batch_size, name: str) -> None:

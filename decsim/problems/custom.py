@@ -8,27 +8,73 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from .._checks import integer, one_of
 from .._types import Problem
 from . import _common
+from .evaluate import make_evaluation
 
 __all__ = ["custom"]
 
 
-def custom(loss_fn: Callable, params0, worker_data, *, batch_size: int | None = None,
-           test_data=None, counts=None, test_metrics: Callable | None = None,
+def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
+           batch_size: int | None = None, test_data=None, counts=None,
+           test_metrics: Callable | None = None, init: str = "same", seed: int = 0,
+           model_state_mixing: str = "local", sampling: str = "replacement",
+           eval_batch_size: int | None = 4096, eval_subsample: int | None = None,
+           grad_norm: bool | None = None, worker_metrics: bool = False,
            name: str = "custom") -> Problem:
     """Any JAX loss on any per-worker data.
 
+    Two loss forms. The simple one, ``loss_fn(params, batch) -> scalar``: the *mean* loss over a
+    batch whose leaves are ``[b, ...]`` (a mean of per-example terms, plus any data-independent
+    penalty). The extended one, for models with state (BatchNorm statistics) or randomness
+    (dropout, data augmentation), chosen by giving ``model_state`` (``{}`` for randomness
+    without state)::
+
+        loss_fn(params, model_state, batch, key) -> (loss, new_model_state)
+
+    ``model_state`` is one worker's; every worker starts with a copy, each gradient evaluation
+    updates that worker's copy (never differentiated), and ``model_state_mixing`` says whether it
+    stays local or is gossiped. ``key`` is the worker's own key for this gradient evaluation;
+    ``key=None`` means evaluation mode (no dropout, BatchNorm on running statistics; the state
+    returned is ignored). Metrics are taken at the worker average x̄ with the averaged model
+    state.
+
     Args:
-      loss_fn: ``loss_fn(params, batch) -> scalar``, the *mean* loss over a batch whose leaves are
-        ``[b, ...]`` (it must be a mean of per-example terms, plus any data-independent penalty).
-      params0: initial parameters of one model (the same on every worker).
+      loss_fn: the simple or (with ``model_state``) the extended loss.
+      params0: initial parameters: one model's (``init="same"``, every worker starts there),
+        a function ``key -> params`` (``init="same"``: one draw from ``PRNGKey(seed)``;
+        ``init="independent"``: worker i draws from ``split(PRNGKey(seed), n)[i]``), or leaves
+        ``[n_workers, ...]`` with ``init="stacked"``.
       worker_data: pytree with leaves ``[n_workers, m, ...]``.
+      model_state: one worker's model state (extended form), or ``None`` (simple form).
       batch_size: samples per stochastic gradient per worker; ``None``: every gradient is the full
         local batch (deterministic).
       test_data: optional pytree with leaves ``[m_test, ...]``; ``test_loss`` is reported.
       counts: optional int ``[n_workers]``, valid rows per worker (rows past it are padding).
-      test_metrics: optional ``(params, test_data) -> dict``; default ``{"test_loss": loss_fn}``.
+      test_metrics: optional ``(params, test_data) -> dict`` (extended form: ``(params,
+        model_state, test_data) -> dict``, called in evaluation mode) of means over the examples;
+        default ``{"test_loss": ...}``.
+      init: ``"same"``, ``"independent"`` or ``"stacked"`` (see ``params0``).
+      seed: the seed of ``params0(key)`` draws.
+      model_state_mixing: ``"local"`` (default) or ``"gossip"`` (one gossip round of the
+        model state's floating leaves per step, in the same messages; its bits are counted).
+      sampling: ``"replacement"`` (default: minibatches drawn uniformly with replacement) or
+        ``"epoch"`` (each worker walks through a fresh permutation of its samples per epoch).
+      eval_batch_size, eval_subsample, grad_norm, worker_metrics: how metrics are computed
+        (:class:`decsim.Evaluation`: chunk size, rows per worker, ``grad_norm_sq`` on or off
+        (default: on for the simple form only), per-worker test metrics).
+
+    Example:
+      >>> import jax.numpy as jnp, numpy as np, decsim as ds
+      >>> def loss(w, state, batch, key):  # a stateful model: counts its gradient evaluations
+      ...     return jnp.mean((batch["x"] @ w - batch["y"]) ** 2), {"calls": state["calls"] + 1}
+      >>> data = {"x": np.ones((4, 8, 3), np.float32), "y": np.zeros((4, 8), np.float32)}
+      >>> prob = ds.problems.custom(loss, jnp.zeros(3), data, model_state={"calls": 0.0},
+      ...                           batch_size=2)
+      >>> hist = ds.run(ds.algorithms.dsgd(0.1), prob, ds.topology.ring(4), steps=5)
+      >>> hist.model_state["calls"].tolist()
+      [5.0, 5.0, 5.0, 5.0]
     """
     leaves = jax.tree.leaves(worker_data)
     if not leaves:
@@ -50,17 +96,34 @@ def custom(loss_fn: Callable, params0, worker_data, *, batch_size: int | None = 
     counts = raw.astype(np.int32)
     if counts.min() < 1 or counts.max() > m:
         raise ValueError(f"counts must be {n} whole numbers in [1, {m}]; got {counts!r}.")
-    if test_data is not None and test_metrics is None:
-        test_metrics = _default_test_metrics(loss_fn)
     if not callable(loss_fn):
-        raise ValueError(
-            f"loss_fn must be a function (params, batch) -> scalar; got {type(loss_fn).__name__}."
-        )
-    params0 = jax.tree.map(np.asarray, params0)
+        form = "(params, model_state, batch, key) -> (loss, state)" if model_state is not None \
+            else "(params, batch) -> scalar"
+        raise ValueError(f"loss_fn must be a function {form}; got {type(loss_fn).__name__}.")
+    init = one_of("init", init, INITS)
+    model_state_mixing = one_of("model_state_mixing", model_state_mixing, MIXINGS)
+    sampling = one_of("sampling", sampling, SAMPLINGS)
+    evaluation = make_evaluation(eval_batch_size, eval_subsample, grad_norm, worker_metrics)
     batch_size = _common.batch_size(batch_size)
-    _common.check_model(loss_fn, params0, worker_data, name)
+    stacked0 = _initial_params(params0, init, n, integer("seed", seed, min=0))
+    stateful = model_state is not None
+    if stateful:
+        model_state = jax.tree.map(np.asarray, model_state)
+        if batch_size is None and counts.min() < m:
+            raise ValueError(
+                f"{name}: full-batch gradients (batch_size=None) of a model with state need "
+                f"equal samples per worker (counts range {counts.min()}..{counts.max()}); give a "
+                "batch_size, or equal counts.")
+        _common.check_stateful_model(loss_fn, jax.tree.map(lambda a: a[0], stacked0),
+                                     model_state, worker_data, name)
+    else:
+        if model_state_mixing != "local":
+            raise ValueError(f"model_state_mixing={model_state_mixing!r} needs a model state; "
+                             "give model_state= (and the extended loss form).")
+        _common.check_model(loss_fn, jax.tree.map(lambda a: a[0], stacked0), worker_data, name)
+    if test_data is not None and test_metrics is None:
+        test_metrics = _default_test_metrics(loss_fn, stateful)
     _common.warn_small_workers(counts, batch_size, name)
-    stacked0 = _common.stack_params0(params0, n)
     return Problem(
         name=name,
         n_workers=int(n),
@@ -72,11 +135,50 @@ def custom(loss_fn: Callable, params0, worker_data, *, batch_size: int | None = 
         test_data=test_data,
         test_metrics=test_metrics,
         info={},
+        model_state0=None if not stateful else _common.stack_params0(model_state, n),
+        model_state_mixing=model_state_mixing,
+        evaluation=evaluation,
+        sampling=sampling,
     )
 
 
+INITS = ("same", "independent", "stacked")
+MIXINGS = ("local", "gossip")
+SAMPLINGS = ("replacement", "epoch")
+
+
+def _initial_params(params0, init: str, n: int, seed: int):
+    """The stacked initial parameters ``[n, ...]`` (numpy) for each ``init`` mode."""
+    if callable(params0):
+        if init == "stacked":
+            raise ValueError('init="stacked" needs params0 with leaves [n_workers, ...], not a '
+                             'function; use init="same" or "independent" with a function.')
+        keys = jax.random.split(jax.random.PRNGKey(seed), n)
+        if init == "same":
+            return _common.stack_params0(jax.tree.map(np.asarray, params0(keys[0])), n)
+        draws = [jax.tree.map(np.asarray, params0(k)) for k in keys]
+        return jax.tree.map(lambda *a: np.stack(a), *draws)
+    params0 = jax.tree.map(np.asarray, params0)
+    if init == "independent":
+        raise ValueError('init="independent" needs params0 as a function key -> params (one '
+                         'draw per worker); for given starting points use init="stacked".')
+    if init == "stacked":
+        bad = [np.shape(a) for a in jax.tree.leaves(params0) if np.ndim(a) < 1 or len(a) != n]
+        if bad:
+            raise ValueError(f'init="stacked" needs every leaf of params0 as [n_workers={n}, ...]; '
+                             f"got leaves of shapes {bad}.")
+        return jax.tree.map(np.array, params0)
+    return _common.stack_params0(params0, n)
+
+
 @functools.cache
-def _default_test_metrics(loss_fn):
+def _default_test_metrics(loss_fn, stateful: bool):
+    if stateful:
+        def stateful_metrics(params, model_state, test):
+            return {"test_loss": loss_fn(params, model_state, test, None)[0]}
+
+        return stateful_metrics
+
     def test_metrics(params, test):
         return {"test_loss": loss_fn(params, test)}
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import data as _data
 from .._checks import closest
-from .._types import Problem
+from .._types import Evaluation, Problem
 from . import _common
 from .classification import dense
 
@@ -283,4 +283,5 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
         test_data=test,
         test_metrics=test_metrics,
         info=info,
+        evaluation=Evaluation(batch_size=None),  # AUC is not a mean over chunks: one piece
     )

@@ -18,7 +18,8 @@ import numpy as np
 from .. import tree
 from .._types import Problem
 
-__all__ = ["local_loss", "is_uniform", "objective", "oracle", "full_loss", "optimum"]
+__all__ = ["local_loss", "is_uniform", "objective", "Oracle", "oracle", "oracle_state",
+           "over_workers", "WORKERS", "EPOCH_STREAM", "full_loss", "optimum"]
 
 
 @functools.cache
@@ -57,39 +58,128 @@ def objective(problem: Problem) -> Callable:
     return f
 
 
-def oracle(problem: Problem, data, counts, noise_std) -> Callable:
+WORKERS = ("vmap", "map")  # how the worker axis is executed (or an int: chunks of that size)
+EPOCH_STREAM = 2**31 - 2  # fold_in(run_key, EPOCH_STREAM): the epoch permutations' key
+
+
+class Oracle:
     """The stacked stochastic-gradient oracle ``oracle(X, key) -> G`` (leaves ``[n, ...]``).
 
     Worker i draws ``batch_size`` indices uniformly (with replacement) from its own
     ``counts[i]`` rows, or uses all of them when ``batch_size is None``; Gaussian noise of standard
     deviation ``noise_std`` per coordinate is added when the problem has any. Worker i's key is
-    ``split(key, n)[i]``, split again into a batch key and a noise key.
+    ``split(key, n)[i]``, split again into a batch key and a noise key (and a model key, passed to
+    an extended loss for dropout or augmentation).
+
+    ``state`` is what the oracle carries between calls: the stacked model state of a stateful
+    problem (``"model"``, updated by every gradient evaluation) and the epoch cursor of
+    ``sampling="epoch"`` (``"cursor"``); ``{}`` otherwise. The runner threads it through the
+    run. Within one step an algorithm may call the oracle several times, sequentially, at the
+    step's top level; ``stateful`` says whether the calls depend on each other (then they must not
+    be vmapped or put inside ``lax`` loops).
+    """
+
+    def __init__(self, fn: Callable, state: dict):
+        self._fn = fn
+        self.state = state
+        self.stateful = bool(state)
+
+    def __call__(self, X, key):
+        G, self.state = self._fn(X, self.state, key)
+        return G
+
+
+def oracle_state(problem: Problem, model_state0) -> dict:
+    """The initial :attr:`Oracle.state` of a run (``model_state0``: the stacked device copy)."""
+    out = {}
+    if problem.stateful:
+        out["model"] = model_state0
+    if problem.sampling == "epoch" and problem.batch_size is not None:
+        out["cursor"] = jnp.zeros((problem.n_workers,), jnp.int32)
+    return out
+
+
+def over_workers(fn: Callable, workers, *xs):
+    """``fn`` applied to worker i's slice of every ``xs`` and stacked: ``jax.vmap`` (one batched
+    program), ``lax.map`` (a compiled loop, each worker an ordinary batch computation) or
+    ``lax.map`` over chunks of ``workers`` workers, each chunk vmapped (bounded memory)."""
+    if workers == "vmap":
+        return jax.vmap(fn)(*xs)
+    if workers == "map":
+        return jax.lax.map(lambda a: fn(*a), xs)
+    return jax.lax.map(lambda a: fn(*a), xs, batch_size=int(workers))
+
+
+def _epoch_indices(perm_key, worker, cursor, count, m: int, b: int):
+    """Rows ``cursor .. cursor + b − 1`` of worker ``worker``'s sequence of epochs, each epoch a
+    fresh uniform permutation of its ``count`` rows (``b <= count``, so a batch spans at most two
+    epochs)."""
+
+    def order(epoch):
+        k = jax.random.fold_in(jax.random.fold_in(perm_key, worker), epoch)
+        u = jax.random.uniform(k, (m,))
+        return jnp.argsort(jnp.where(jnp.arange(m) < count, u, 2.0))
+
+    pos = cursor + jnp.arange(b, dtype=jnp.int32)
+    epoch0 = cursor // count
+    first, second = order(epoch0), order(epoch0 + 1)
+    within = pos % count
+    return jnp.where(pos // count == epoch0, first[within], second[within])
+
+
+def oracle(problem: Problem, data, counts, noise_std, *, state: dict | None = None,
+           workers="vmap", perm_key=None) -> Oracle:
+    """The problem's :class:`Oracle` on the device arrays ``data``/``counts``/``noise_std``.
+
+    ``state`` is the oracle's incoming state (default: none, which is right for a problem
+    without model state and with sampling with replacement); ``workers`` how the worker axis
+    is executed (:func:`over_workers`); ``perm_key`` the key of the epoch permutations.
     """
     loss_fn, batch_size = problem.loss_fn, problem.batch_size
-    local = local_loss(loss_fn, is_uniform(problem))
+    local = local_loss(loss_fn, is_uniform(problem)) if not problem.stateful else None
     noisy = problem.noise_std > 0
+    epochs = problem.sampling == "epoch" and batch_size is not None
+    m = jax.tree.leaves(problem.data)[0].shape[1]
+    state = {} if state is None else state
 
-    def worker(x, data_i, count_i, key):
-        k_batch, k_noise = jax.random.split(key)
+    def add_noise(g, k_noise):
+        leaves, treedef = jax.tree.flatten(g)
+        keys = jax.random.split(k_noise, len(leaves))
+        leaves = [leaf + noise_std.astype(leaf.dtype) * jax.random.normal(k, leaf.shape, leaf.dtype)
+                  for leaf, k in zip(leaves, keys)]
+        return jax.tree.unflatten(treedef, leaves)
+
+    def worker(x, data_i, count_i, key, i, st):
+        new = dict(st)
+        if problem.stateful:
+            k_batch, k_noise, k_model = jax.random.split(key, 3)
+        else:
+            k_batch, k_noise = jax.random.split(key)
         if batch_size is None:
+            batch = data_i
+        else:
+            if epochs:
+                idx = _epoch_indices(perm_key, i, st["cursor"], count_i, m, batch_size)
+                new["cursor"] = st["cursor"] + batch_size
+            else:
+                idx = jax.random.randint(k_batch, (batch_size,), 0, count_i)
+            batch = jax.tree.map(lambda a: a[idx], data_i)
+        if problem.stateful:
+            g, new["model"] = jax.grad(loss_fn, has_aux=True)(x, st["model"], batch, k_model)
+        elif batch_size is None:
             g = jax.grad(local)(x, data_i, count_i)
         else:
-            idx = jax.random.randint(k_batch, (batch_size,), 0, count_i)
-            g = jax.grad(loss_fn)(x, jax.tree.map(lambda a: a[idx], data_i))
+            g = jax.grad(loss_fn)(x, batch)
         if noisy:
-            leaves, treedef = jax.tree.flatten(g)
-            keys = jax.random.split(k_noise, len(leaves))
-            leaves = [leaf + noise_std.astype(leaf.dtype) * jax.random.normal(k, leaf.shape,
-                                                                              leaf.dtype)
-                      for leaf, k in zip(leaves, keys)]
-            g = jax.tree.unflatten(treedef, leaves)
-        return g
+            g = add_noise(g, k_noise)
+        return g, new
 
-    def stacked(X, key):
+    def stacked(X, st, key):
         n = jax.tree.leaves(X)[0].shape[0]
-        return jax.vmap(worker)(X, data, counts, jax.random.split(key, n))
+        return over_workers(worker, workers, X, data, counts, jax.random.split(key, n),
+                            jnp.arange(n, dtype=jnp.int32), st)
 
-    return stacked
+    return Oracle(stacked, state)
 
 
 def full_loss(problem: Problem) -> Callable:
