@@ -117,8 +117,11 @@ def test_nnx_train_mode_uses_batch_statistics_and_updates_them():
     allclose(loss, np_cross_entropy(ref, Y))
     allclose(s1["bn"]["mean"], 0.99 * 0.0 + 0.01 * bm)
     allclose(s1["bn"]["var"], 0.99 * 1.0 + 0.01 * bv)
-    # the user's model object is untouched by the pure calls
+    # the user's model object and a numpy state given in are untouched by the pure calls
     allclose(model.bn.mean.get_value(), np.zeros(6))
+    s_np = jax.tree.map(np.array, s)
+    loss_fn(p, s_np, BATCH, KEY)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), s_np, s)
 
 
 def test_nnx_dropout_only_with_a_key_and_reproducible_per_key():
@@ -257,12 +260,13 @@ def test_equinox_stateful_parts_match_numpy():
     loss_fn, p, s, metrics = adapters.equinox_parts((model, state), X)
     # params0: the 4 weights and biases of the linears and the 2 BN affine vectors, no statistics
     assert sum(np.size(a) for a in jax.tree.leaves(p)) == 8 * 6 + 6 + 18 + 3 + 12
-    assert isinstance(s, eqx.nn.State)
+    assert sorted(s) == ["EqxNet.bn.ema_first_time_index", "EqxNet.bn.ema_state_index"]
     loss, s1 = jax.jit(loss_fn)(p, s, BATCH, KEY)
     ref, bm, bv = np_net(X, *eqx_np_args(model))
     allclose(loss, np_cross_entropy(ref, Y))
     # first training call of an "ema" BatchNorm: the running statistics are the batch's
-    mean, var = s1.get(model.bn.ema_state_index)
+    mean, var = s1["EqxNet.bn.ema_state_index"]
+    assert bool(s["EqxNet.bn.ema_first_time_index"]) and not s1["EqxNet.bn.ema_first_time_index"]
     allclose(mean, bm)
     allclose(var, bv)
     loss_e, s_e = loss_fn(p, s1, BATCH, None)
@@ -277,7 +281,7 @@ def test_equinox_stateful_parts_match_numpy():
 def test_equinox_state_detected_and_built_and_dropout_per_key():
     raw = EqxNet(jax.random.key(1), rate=0.5)  # not through make_with_state
     loss_fn, p, s, _ = adapters.equinox_parts(raw, X)
-    assert isinstance(s, eqx.nn.State)
+    assert set(s) == {"EqxNet.bn.ema_first_time_index", "EqxNet.bn.ema_state_index"}
     assert sum(np.size(a) for a in jax.tree.leaves(p)) == 87  # no initial statistics (99 with them)
     f = jax.jit(loss_fn)
     a, b, c = (f(p, s, BATCH, k)[0] for k in (KEY, KEY, jax.random.key(5)))
@@ -338,3 +342,99 @@ def test_missing_library_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "equinox", None)
     with pytest.raises(ImportError, match=r"pip install decsim\[equinox\]"):
         adapters.equinox_parts(None, X)
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def make_data(shape, n=4, m=16, seed=0):
+    """n workers x m samples of a 3-class linear teacher, and 32 test samples."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n * m + 32,) + shape).astype(np.float32)
+    w = rng.normal(size=(int(np.prod(shape)), 3))
+    y = (x.reshape(len(x), -1) @ w).argmax(-1).astype(np.int32)
+    train = {"x": x[:n * m].reshape((n, m) + shape), "y": y[:n * m].reshape(n, m)}
+    return train, {"x": x[n * m:], "y": y[n * m:]}
+
+
+def run20(prob):
+    import decsim as ds
+
+    hist = ds.run(ds.algorithms.dsgd(0.1), prob, ds.topology.ring(4), steps=20, eval_every=10)
+    loss = hist.metrics["loss"]
+    assert loss.shape == (3,) and np.all(np.isfinite(loss)), loss
+    assert loss[-1] < loss[0], loss
+    assert 0 <= hist.metrics["test_accuracy"][-1] <= 1
+    return hist
+
+
+def test_end_to_end_nnx_cnn_with_batchnorm_and_dropout():
+    train, test = make_data((6, 6, 1))
+    prob = adapters.from_flax(NnxCNN(rngs=nnx.Rngs(0)), train, test_data=test, batch_size=8)
+    assert prob.name == "flax/NnxCNN"
+    hist = run20(prob)
+    mean = np.asarray(hist.model_state["bn"]["mean"])
+    assert mean.shape == (4, 2) and np.all(mean != 0)  # updated, per worker
+    assert not np.allclose(mean[0], mean[1])  # kept local by default
+
+
+def test_end_to_end_nnx_builder_with_independent_init():
+    train, test = make_data((8,))
+    prob = adapters.from_flax(lambda rngs: NnxNet(rngs=rngs), train, test_data=test,
+                              batch_size=8, init="independent", seed=1)
+    k = np.asarray(prob.params0["l1"]["kernel"])
+    assert k.shape == (4, 8, 6) and not np.allclose(k[0], k[1])
+    run20(prob)
+    with pytest.raises(ValueError, match='init="independent"'):
+        adapters.from_flax(NnxNet(rngs=nnx.Rngs(0)), train, init="independent")
+
+
+def test_end_to_end_linen_with_batchnorm_and_dropout():
+    train, test = make_data((8,))
+    prob = adapters.from_flax(LinenNet(), train, test_data=test, batch_size=8)
+    assert prob.name == "flax/LinenNet"
+    run20(prob)
+    prob = adapters.from_flax(LinenNet(), train, batch_size=8, init="independent")
+    k = np.asarray(prob.params0["Dense_0"]["kernel"])
+    assert not np.allclose(k[0], k[1])
+
+
+def test_end_to_end_equinox_stateful_and_stateless():
+    train, test = make_data((8,))
+    prob = adapters.from_equinox(eqx.nn.make_with_state(EqxNet)(jax.random.key(0)), train,
+                                 test_data=test, batch_size=8)
+    assert prob.name == "equinox/EqxNet"
+    run20(prob)
+    prob = adapters.from_equinox(lambda key: eqx.nn.MLP(8, 3, 6, 1, key=key), train,
+                                 test_data=test, batch_size=8, init="independent")
+    assert not np.allclose(prob.params0.layers[0].weight[0], prob.params0.layers[0].weight[1])
+    run20(prob)
+
+
+class NnxMLP(nnx.Module):
+    def __init__(self, *, rngs):
+        self.l1 = nnx.Linear(8, 5, rngs=rngs)
+        self.l2 = nnx.Linear(5, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.l2(nnx.tanh(self.l1(x)))
+
+
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_stateless_flax_mlp_matches_the_same_mlp_as_a_plain_custom_loss(batch_size):
+    import decsim as ds
+
+    train, test = make_data((8,))
+    prob = adapters.from_flax(NnxMLP(rngs=nnx.Rngs(0)), train, batch_size=batch_size)
+    p0 = jax.tree.map(lambda a: a[0], prob.params0)
+
+    def plain(p, batch):
+        h = jnp.tanh(batch["x"] @ p["l1"]["kernel"] + p["l1"]["bias"][None])
+        logits = h @ p["l2"]["kernel"] + p["l2"]["bias"][None]
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], 1))
+
+    ref = ds.problems.custom(plain, p0, train, batch_size=batch_size)
+    runs = [ds.run(ds.algorithms.dsgd(0.1), q, ds.topology.ring(4), steps=20, eval_every=5)
+            for q in (prob, ref)]
+    allclose(runs[0].metrics["loss"], runs[1].metrics["loss"], tol=1e-5)
+    jax.tree.map(lambda a, b: allclose(a, b, tol=1e-5), runs[0].params, runs[1].params)

@@ -15,7 +15,10 @@
 - ``metrics_fn(params, model_state, batch) -> {"test_loss", "test_accuracy"}`` in evaluation mode
   (``test_accuracy`` when the labels are integers and the outputs have a class axis).
 
-``from_flax`` / ``from_equinox`` hand these to :func:`decsim.problems.custom`.
+``from_flax`` / ``from_equinox`` hand these to :func:`decsim.problems.custom`. With
+``init="independent"`` every worker draws its own initial parameters: a linen module is
+initialized once per worker; an nnx or Equinox model must then be given as a function that builds
+it (``rngs -> nnx.Module``, ``key -> eqx.Module`` or ``key -> (model, state)``).
 
 Conventions per library:
 
@@ -47,12 +50,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import inspect
+import types
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .._checks import integer, one_of
 
 __all__ = ["flax_parts", "equinox_parts", "from_flax", "from_equinox", "LOSSES"]
 
@@ -136,10 +143,11 @@ def flax_parts(model, sample_x, *, seed: int = 0, loss="cross_entropy",
     """A Flax model (``flax.nnx.Module`` or ``flax.linen.Module``) as the extended contract's parts.
 
     Args:
-      model: an initialized ``nnx.Module`` (called as ``model(x)`` on a batch), or a
-        ``linen.Module`` (initialized here with ``model.init``).
+      model: an initialized ``nnx.Module`` (called as ``model(x)`` on a batch), a function
+        ``rngs -> nnx.Module`` (called with ``nnx.Rngs(seed)``), or a ``linen.Module``
+        (initialized here with ``model.init``).
       sample_x: an input batch ``[b, ...]`` (linen: used to initialize; nnx: to check the model).
-      seed: linen only: the initialization seed (``params`` and the ``rng_collections`` streams).
+      seed: the initialization seed of a linen module or of an nnx builder function.
       loss: ``"cross_entropy"`` (integer labels ``y``, outputs are logits), ``"mse"``, or a
         function ``(outputs, y) -> scalar`` mean over the batch.
       train_kwarg: linen only: the keyword of ``__call__`` that is ``True`` in training mode and
@@ -164,31 +172,74 @@ def flax_parts(model, sample_x, *, seed: int = 0, loss="cross_entropy",
         >>> loss.shape
         ()
     """
+    return _flax(model, sample_x, seed, loss, train_kwarg, rng_collections)[0]
+
+
+def _flax(model, sample_x, seed, loss, train_kwarg, rng_collections):
+    """``(parts, draw, class name)``; ``draw``: ``key -> params`` or ``None`` (a module instance,
+    which cannot be re-initialized)."""
     nnx, linen = _import_flax()
     loss = _loss_of(loss)
+    seed = integer("seed", seed, min=0)
     sample_x = jnp.asarray(sample_x)
-    if isinstance(model, nnx.Module):
-        apply, params0, state0 = _nnx_apply(nnx, model)
-    elif isinstance(model, linen.Module):
+    if isinstance(model, linen.Module):
         if train_kwarg is not None and not isinstance(train_kwarg, str):
             raise ValueError(f"train_kwarg must be a keyword name or None; got {train_kwarg!r}.")
         if isinstance(rng_collections, str):
             rng_collections = (rng_collections,)
-        apply, params0, state0 = _linen_apply(model, sample_x, int(seed), train_kwarg,
-                                              tuple(rng_collections))
+        apply, params0, state0, draw = _linen_apply(model, sample_x, seed, train_kwarg,
+                                                    tuple(rng_collections))
+        instance = model
     else:
-        raise ValueError(f"model must be a flax.nnx.Module or a flax.linen.Module; got "
-                         f"{type(model).__name__}. For an Equinox model use from_equinox.")
-    return _assemble(apply, loss, params0, state0, sample_x, "flax_parts")
+        build = None
+        if _is_builder(model):
+            build, model = model, model(nnx.Rngs(seed))
+        if not isinstance(model, nnx.Module):
+            raise ValueError(f"model must be a flax.nnx.Module, a function rngs -> nnx.Module, "
+                             f"or a flax.linen.Module; got {type(model).__name__}. For an "
+                             "Equinox model use from_equinox.")
+        apply, params0, state0 = _nnx_apply(nnx, model)
+        instance = model
+        draw = None if build is None else _drawing(
+            lambda k: nnx.to_pure_dict(nnx.state(build(nnx.Rngs(_typed_key(k))), nnx.Param)),
+            params0)
+    parts = _assemble(apply, loss, params0, state0, sample_x, "flax_parts")
+    return parts, draw, type(instance).__name__
+
+
+def _is_builder(model) -> bool:
+    """A function (or class) that builds the model, as opposed to a built model (which may be
+    callable itself)."""
+    return inspect.isclass(model) or isinstance(
+        model, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial))
+
+
+def _drawing(make: Callable, params0) -> Callable:
+    """``key -> params``: ``make(key)``'s leaves in the structure of ``params0`` (checked: the
+    same count, shapes and dtypes), so every worker's draw stacks with the others."""
+    structure = jax.tree.structure(params0)
+    want = [(np.shape(a), np.asarray(a).dtype) for a in jax.tree.leaves(params0)]
+
+    def draw(key):
+        leaves = jax.tree.leaves(make(key))
+        got = [(np.shape(a), np.asarray(a).dtype) for a in leaves]
+        if got != want:
+            raise ValueError(f"the model built from a fresh key has parameters {got}, unlike the "
+                             f"first build's {want}; the builder function must build the same "
+                             "architecture for every key.")
+        return jax.tree.unflatten(structure, leaves)
+
+    return draw
 
 
 def _nnx_apply(nnx, model):
     graphdef, param_state, rng_state, rest_state = nnx.split(model, nnx.Param, nnx.RngState, ...)
 
     def fresh(template, values):
-        # new Variables in the current trace, holding `values`
+        # new Variables in the current trace, holding `values` as jax arrays (a numpy value
+        # would be written in place by a layer's `var[...] = new`)
         copy = jax.tree.map(lambda v: v, template)
-        nnx.replace_by_pure_dict(copy, values)
+        nnx.replace_by_pure_dict(copy, jax.tree.map(jnp.asarray, values))
         return copy
 
     def apply(params, model_state, x, key):
@@ -228,6 +279,11 @@ def _linen_apply(model, sample_x, seed, train_kwarg, rng_collections):
     params0 = variables.pop("params")
     mutable = sorted(variables)
 
+    def draw(key):
+        k_params, k_rng = jax.random.split(_typed_key(key))
+        rngs = {"params": k_params, **{c: k_rng for c in rng_collections}}
+        return model.init(rngs, sample_x, **mode(False))["params"]
+
     def apply(params, model_state, x, key):
         variables = {"params": params, **model_state}
         if key is None:
@@ -240,7 +296,7 @@ def _linen_apply(model, sample_x, seed, train_kwarg, rng_collections):
         out, updates = model.apply(variables, x, rngs=rngs, mutable=mutable, **mode(True))
         return out, {**model_state, **updates}
 
-    return apply, params0, variables
+    return apply, params0, variables, _drawing(draw, params0)
 
 
 # ----------------------------------------------------------------------------- equinox
@@ -265,25 +321,29 @@ def _takes_key(fn) -> bool:
 
 
 def equinox_parts(model, sample_x, *, state=None, stateful: bool | None = None,
-                  loss="cross_entropy"):
+                  loss="cross_entropy", seed: int = 0):
     """An Equinox model (per example, vmapped over the batch) as the extended contract's parts.
 
     Args:
       model: an ``eqx.Module`` whose ``__call__`` takes one example: ``(x, state, *, key) ->
         (out, state)`` when stateful, ``(x, *, key) -> out`` otherwise (``key`` may be absent).
-        The pair ``(model, state)`` that ``eqx.nn.make_with_state`` returns is accepted too.
-        BatchNorm layers must use ``axis_name="batch"`` (the adapter's vmap axis).
+        The pair ``(model, state)`` that ``eqx.nn.make_with_state`` returns is accepted too, and
+        a function ``key -> model`` or ``key -> (model, state)`` (called with
+        ``jax.random.key(seed)``). BatchNorm layers must use ``axis_name="batch"`` (the
+        adapter's vmap axis).
       sample_x: an input batch ``[b, ...]`` (used to check the model).
       state: the model's ``eqx.nn.State``; ``None``: built with ``eqx.nn.State(model)`` when the
         model has stateful layers.
       stateful: whether ``__call__`` takes and returns the state; ``None``: whether the model
         has stateful layers (``eqx.nn.StateIndex``) or a ``state`` is given.
       loss: ``"cross_entropy"`` (integer labels), ``"mse"``, or ``(outputs, y) -> scalar`` mean.
+      seed: the key of a builder function ``model``.
 
     Returns:
       ``(loss_fn, params0, model_state0, metrics_fn)``: ``params0`` is
-      ``eqx.partition(model, eqx.is_inexact_array)[0]``; ``model_state0`` the ``eqx.nn.State``
-      (``{}`` for a stateless model).
+      ``eqx.partition(model, eqx.is_inexact_array)[0]``; ``model_state0`` the ``eqx.nn.State``'s
+      entries as a dict ``{name: value}`` (e.g. ``"Net.bn.ema_state_index": (mean, var)``;
+      ``{}`` for a stateless model).
 
     Example:
         >>> import jax, numpy as np, equinox as eqx
@@ -294,14 +354,24 @@ def equinox_parts(model, sample_x, *, state=None, stateful: bool | None = None,
         >>> sorted(metrics(params0, state0, batch))
         ['test_accuracy', 'test_loss']
     """
+    return _equinox(model, sample_x, state, stateful, loss, seed)[0]
+
+
+def _equinox(model, sample_x, state, stateful, loss, seed):
+    """``(parts, draw, class name)`` as :func:`_flax`."""
     eqx = _import_equinox()
+    seed = integer("seed", seed, min=0)
+    build = None
+    if _is_builder(model):
+        build, model = model, model(jax.random.key(seed))
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], eqx.nn.State):
         if state is not None:
             raise ValueError("state was given twice: as model=(model, state) and as state=.")
         model, state = model
     if not isinstance(model, eqx.Module):
-        raise ValueError(f"model must be an equinox.Module; got {type(model).__name__}. "
-                         "For a Flax model use from_flax.")
+        raise ValueError(f"model must be an equinox.Module, a (model, state) pair, or a "
+                         f"function key -> model; got {type(model).__name__}. For a Flax model "
+                         "use from_flax.")
     if state is not None and not isinstance(state, eqx.nn.State):
         raise ValueError(f"state must be an eqx.nn.State or None; got {type(state).__name__}.")
     has_index = any(isinstance(leaf, eqx.nn.StateIndex) for leaf in jax.tree.leaves(
@@ -317,7 +387,8 @@ def equinox_parts(model, sample_x, *, state=None, stateful: bool | None = None,
         model = eqx.nn.delete_init_state(model)  # else the initial state would become params
     loss = _loss_of(loss)
     params0, static = eqx.partition(model, eqx.is_inexact_array)
-    state0 = state if stateful else {}
+    to_dict, to_state = _state_codec(eqx, model, state) if stateful else (None, None)
+    state0 = to_dict(state) if stateful else {}
     with_key = _takes_key(type(model).__call__)
 
     def call(m, x, model_state, k):
@@ -334,18 +405,53 @@ def equinox_parts(model, sample_x, *, state=None, stateful: bool | None = None,
         per = lambda xi, ki: call(m, xi, model_state, ki)
         return jax.vmap(per, axis_name="batch", out_axes=(0, None))(x, keys)
 
+    dtypes = jax.tree.map(lambda a: np.asarray(a).dtype, state0)
+
     def apply(params, model_state, x, key):
-        model_state = _like(model_state, state0)
-        out, new_state = forward(params, model_state, x, key)
-        return out, (model_state if key is None else _like(new_state, state0))
+        model_state = _like(model_state, dtypes)
+        if not stateful:
+            return forward(params, model_state, x, key)[0], model_state
+        out, new_state = forward(params, to_state(model_state), x, key)
+        return out, (model_state if key is None else _like(to_dict(new_state), dtypes))
 
-    return _assemble(apply, loss, params0, state0, jnp.asarray(sample_x), "equinox_parts")
+    def trainable(key):
+        built = build(key)
+        built = built[0] if isinstance(built, tuple) else built
+        if stateful:
+            built = eqx.nn.delete_init_state(built)
+        return eqx.partition(built, eqx.is_inexact_array)[0]
+
+    parts = _assemble(apply, loss, params0, state0, jnp.asarray(sample_x), "equinox_parts")
+    draw = None if build is None else _drawing(trainable, params0)
+    return parts, draw, type(model).__name__
 
 
-def _like(tree, reference):
-    """``tree`` with the dtypes of ``reference`` (integer / boolean state leaves that a
-    worker average turned into floats come back as their own type)."""
-    return jax.tree.map(lambda a, r: jnp.asarray(a).astype(jnp.result_type(r)), tree, reference)
+def _state_codec(eqx, model, state):
+    """``(to_dict, to_state)`` between an ``eqx.nn.State`` and a plain dict ``{entry name:
+    value}`` (a dict compares, averages and saves like any other model state); an entry is named
+    by the path of its ``StateIndex`` in the model (``"Net.bn.ema_state_index"``)."""
+    is_index = lambda node: isinstance(node, eqx.nn.StateIndex)
+    where = {index.marker: type(model).__name__ + jax.tree_util.keystr(path)
+             for path, index in jax.tree_util.tree_flatten_with_path(model, is_leaf=is_index)[0]
+             if is_index(index)}
+    treedef = jax.tree.structure(state)
+    names = [where.get(k, str(k)) for k in treedef.node_data()[1]]
+    if len(set(names)) < len(names):
+        names = [f"{i}:{name}" for i, name in enumerate(names)]
+
+    def to_dict(st):
+        return dict(zip(names, st.tree_flatten()[0]))
+
+    def to_state(values):
+        return jax.tree.unflatten(treedef, jax.tree.leaves([values[n] for n in names]))
+
+    return to_dict, to_state
+
+
+def _like(tree, dtypes):
+    """``tree`` with the leaf ``dtypes`` of the initial state (integer / boolean state leaves
+    that a worker average turned into floats come back as their own type)."""
+    return jax.tree.map(lambda a, d: jnp.asarray(a).astype(d), tree, dtypes)
 
 
 # ----------------------------------------------------------------------------- problems
@@ -365,29 +471,47 @@ def _sample_x(worker_data, sample_x, where):
     return sample_x
 
 
-def _problem(parts, worker_data, name, *, test_data, batch_size, custom_kwargs):
+def _problem(built, worker_data, library, *, init, seed, test_data, batch_size,
+             custom_kwargs):
     from .custom import custom
 
-    loss_fn, params0, state0, metrics_fn = parts
-    return custom(loss_fn, params0, worker_data, model_state=state0, batch_size=batch_size,
-                  test_data=test_data, test_metrics=metrics_fn, name=name, **custom_kwargs)
+    (loss_fn, params0, state0, metrics_fn), draw, cls = built
+    init = one_of("init", init, ("same", "independent"))
+    if init == "independent" and draw is None:
+        raise ValueError(f'init="independent" draws each worker\'s initial parameters, which a '
+                         f"built {cls} instance cannot do; give model as a function that builds "
+                         f"it ({_BUILDERS[library]}), or use init=\"same\".")
+    # params0 goes to custom() as a function of the key: a parameter pytree may itself be
+    # callable (an Equinox module), which custom() would take for a function.
+    init_fn = draw if init == "independent" else (lambda key: params0)
+    return custom(loss_fn, init_fn, worker_data, model_state=state0, init=init, seed=seed,
+                  batch_size=batch_size, test_data=test_data, test_metrics=metrics_fn,
+                  name=f"{library}/{cls}", **custom_kwargs)
+
+
+_BUILDERS = {"flax": "rngs -> nnx.Module", "equinox": "key -> eqx.Module"}
 
 
 def from_flax(model, worker_data, *, sample_x=None, test_data=None, batch_size=None,
-              seed: int = 0, loss="cross_entropy", train_kwarg: str | None = "train",
-              rng_collections=("dropout",), **custom_kwargs):
+              seed: int = 0, loss="cross_entropy", init: str = "same",
+              train_kwarg: str | None = "train", rng_collections=("dropout",), **custom_kwargs):
     """A Flax model (nnx or linen) on per-worker data, as a :class:`decsim.Problem`.
 
     Args:
-      model: an ``nnx.Module`` or ``linen.Module`` (see :func:`flax_parts`).
+      model: an ``nnx.Module``, a function ``rngs -> nnx.Module``, or a ``linen.Module`` (see
+        :func:`flax_parts`).
       worker_data: ``{"x": [n_workers, m, ...], "y": [n_workers, m, ...]}``.
       sample_x: an input batch for initialization; default worker 0's first sample.
       test_data: optional ``{"x": [m_test, ...], "y": [m_test, ...]}``; ``test_loss`` and
         ``test_accuracy`` are reported (evaluation mode).
       batch_size: samples per stochastic gradient per worker; ``None``: full local batch.
-      seed: linen initialization seed.
+      seed: the initialization seed (linen modules and nnx builder functions; with
+        ``init="independent"``, worker i draws from ``split(PRNGKey(seed), n)[i]``).
       loss, train_kwarg, rng_collections: as in :func:`flax_parts`.
-      **custom_kwargs: passed to :func:`decsim.problems.custom` (``counts``, ``init``, ...).
+      init: ``"same"`` (every worker starts from the model's parameters) or ``"independent"``
+        (a linen module or an nnx builder function, initialized once per worker).
+      **custom_kwargs: passed to :func:`decsim.problems.custom` (``counts``, ``sampling``,
+        ``model_state_mixing``, ``eval_batch_size``, ...).
 
     Example:
         >>> import numpy as np
@@ -399,36 +523,39 @@ def from_flax(model, worker_data, *, sample_x=None, test_data=None, batch_size=N
         ('flax/Linear', 4)
     """
     sample_x = _sample_x(worker_data, sample_x, "from_flax")
-    parts = flax_parts(model, sample_x, seed=seed, loss=loss, train_kwarg=train_kwarg,
-                       rng_collections=rng_collections)
-    return _problem(parts, worker_data, f"flax/{type(model).__name__}", test_data=test_data,
+    built = _flax(model, sample_x, seed, loss, train_kwarg, rng_collections)
+    return _problem(built, worker_data, "flax", init=init, seed=seed, test_data=test_data,
                     batch_size=batch_size, custom_kwargs=custom_kwargs)
 
 
 def from_equinox(model, worker_data, *, sample_x=None, test_data=None, batch_size=None,
-                 state=None, stateful: bool | None = None, loss="cross_entropy",
-                 **custom_kwargs):
+                 seed: int = 0, loss="cross_entropy", init: str = "same", state=None,
+                 stateful: bool | None = None, **custom_kwargs):
     """An Equinox model (per example; see :func:`equinox_parts`) as a :class:`decsim.Problem`.
 
     Args:
-      model: an ``eqx.Module``, or the ``(model, state)`` pair of ``eqx.nn.make_with_state``.
+      model: an ``eqx.Module``, the ``(model, state)`` pair of ``eqx.nn.make_with_state``, or a
+        function ``key -> model`` / ``key -> (model, state)``.
       worker_data: ``{"x": [n_workers, m, ...], "y": [n_workers, m, ...]}``.
       sample_x: an input batch used to check the model; default worker 0's first sample.
       test_data: optional ``{"x": [m_test, ...], "y": [m_test, ...]}`` (evaluation mode).
       batch_size: samples per stochastic gradient per worker; ``None``: full local batch.
-      state, stateful, loss: as in :func:`equinox_parts`.
-      **custom_kwargs: passed to :func:`decsim.problems.custom` (``counts``, ``init``, ...).
+      seed: the key of a builder function (with ``init="independent"``, worker i builds from
+        ``split(PRNGKey(seed), n)[i]``).
+      loss, state, stateful: as in :func:`equinox_parts`.
+      init: ``"same"`` or ``"independent"`` (a builder function, called once per worker).
+      **custom_kwargs: passed to :func:`decsim.problems.custom` (``counts``, ``sampling``, ...).
 
     Example:
         >>> import jax, numpy as np, equinox as eqx
         >>> from decsim.problems.adapters import from_equinox
         >>> data = {"x": np.ones((4, 16, 8), np.float32), "y": np.zeros((4, 16), np.int32)}
-        >>> prob = from_equinox(eqx.nn.MLP(8, 3, 4, 1, key=jax.random.key(0)), data)
+        >>> prob = from_equinox(lambda key: eqx.nn.MLP(8, 3, 4, 1, key=key), data,
+        ...                     init="independent")
         >>> prob.name, prob.n_workers
         ('equinox/MLP', 4)
     """
     sample_x = _sample_x(worker_data, sample_x, "from_equinox")
-    parts = equinox_parts(model, sample_x, state=state, stateful=stateful, loss=loss)
-    inner = model[0] if isinstance(model, tuple) else model
-    return _problem(parts, worker_data, f"equinox/{type(inner).__name__}", test_data=test_data,
+    built = _equinox(model, sample_x, state, stateful, loss, seed)
+    return _problem(built, worker_data, "equinox", init=init, seed=seed, test_data=test_data,
                     batch_size=batch_size, custom_kwargs=custom_kwargs)
