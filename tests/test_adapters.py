@@ -238,10 +238,10 @@ class EqxNet(eqx.Module):
     do: eqx.nn.Dropout
     l2: eqx.nn.Linear
 
-    def __init__(self, key, rate=0.5):
+    def __init__(self, key, rate=0.5, mode="ema"):
         k1, k2 = jax.random.split(key)
         self.l1 = eqx.nn.Linear(8, 6, key=k1)
-        self.bn = eqx.nn.BatchNorm(6, axis_name="batch", mode="ema", eps=EPS)
+        self.bn = eqx.nn.BatchNorm(6, axis_name="batch", mode=mode, eps=EPS)
         self.do = eqx.nn.Dropout(rate)
         self.l2 = eqx.nn.Linear(6, 3, key=k2)
 
@@ -399,12 +399,29 @@ def test_end_to_end_linen_with_batchnorm_and_dropout():
     assert not np.allclose(k[0], k[1])
 
 
-def test_end_to_end_equinox_stateful_and_stateless():
+@pytest.mark.parametrize("mode, mixing", [("ema", "gossip"), ("batch", "local")])
+def test_end_to_end_equinox_stateful(mode, mixing):
+    # mode="batch" computes `momentum ** counter` (float ** int32): standard promotion only
+    with jax.numpy_dtype_promotion("standard" if mode == "batch" else "strict"):
+        equinox_stateful_run(mode, mixing)
+
+
+def equinox_stateful_run(mode, mixing):
     train, test = make_data((8,))
-    prob = adapters.from_equinox(eqx.nn.make_with_state(EqxNet)(jax.random.key(0)), train,
-                                 test_data=test, batch_size=8)
+    prob = adapters.from_equinox(eqx.nn.make_with_state(EqxNet)(jax.random.key(0), mode=mode),
+                                 train, test_data=test, batch_size=8, model_state_mixing=mixing)
     assert prob.name == "equinox/EqxNet"
-    run20(prob)
+    hist = run20(prob)
+    # the boolean / integer entries (first-time flag, batch counter) keep their dtypes
+    dtypes = {k: [a.dtype for a in jax.tree.leaves(v)] for k, v in hist.model_state.items()}
+    assert dtypes == {k: [np.asarray(a).dtype for a in jax.tree.leaves(v)]
+                      for k, v in adapters.equinox_parts(
+                          eqx.nn.make_with_state(EqxNet)(jax.random.key(0), mode=mode),
+                          train["x"][0])[2].items()}
+
+
+def test_end_to_end_equinox_stateless_independent():
+    train, test = make_data((8,))
     prob = adapters.from_equinox(lambda key: eqx.nn.MLP(8, 3, 6, 1, key=key), train,
                                  test_data=test, batch_size=8, init="independent")
     assert not np.allclose(prob.params0.layers[0].weight[0], prob.params0.layers[0].weight[1])

@@ -13,7 +13,8 @@
   ``{}`` when there is none). RNG state is never part of either: every random stream is re-derived
   from ``key`` at each call, so a call is a pure function of its arguments;
 - ``metrics_fn(params, model_state, batch) -> {"test_loss", "test_accuracy"}`` in evaluation mode
-  (``test_accuracy`` when the labels are integers and the outputs have a class axis).
+  (``test_accuracy`` when the labels are integers and the outputs have a class axis of 2 or
+  more).
 
 ``from_flax`` / ``from_equinox`` hand these to :func:`decsim.problems.custom`. With
 ``init="independent"`` every worker draws its own initial parameters: a linen module is
@@ -113,7 +114,7 @@ def _assemble(apply: Callable, loss: Callable, params0, state0, sample_x, where)
         out, _ = apply(params, model_state, batch["x"], None)
         y = batch["y"]
         metrics = {"test_loss": loss(out, y)}
-        if jnp.issubdtype(y.dtype, jnp.integer) and out.ndim == y.ndim + 1:
+        if jnp.issubdtype(y.dtype, jnp.integer) and out.ndim == y.ndim + 1 and out.shape[-1] > 1:
             metrics["test_accuracy"] = jnp.mean(jnp.argmax(out, axis=-1) == y)
         return metrics
 
