@@ -14,7 +14,8 @@ Example:
     (8, True)
 """
 
-from . import augment, classification, evaluate, fm, images, objective, synthetic
+from . import adapters, augment, classification, evaluate, fm, images, objective, synthetic
+from .adapters import equinox_parts, flax_parts, from_equinox, from_flax
 from .classification import dense, logistic_regression, mlp
 from .custom import custom
 from .evaluate import with_evaluation
@@ -32,5 +33,6 @@ __all__ = [  # spelled out (a test checks it holds every REGISTRY entry)
     "quadratic", "consensus", "logistic_regression", "mlp", "factorization_machine",
     "REGISTRY", "custom", "dense", "auc", "full_loss", "optimum", "oracle", "objective",
     "FM_PARTITIONS", "classification", "fm", "synthetic", "evaluate", "with_evaluation",
+    "from_flax", "from_equinox", "flax_parts", "equinox_parts", "adapters",
     "augment", "images", "IMAGE_DATASETS", "image_shape", "load_images",
 ]
