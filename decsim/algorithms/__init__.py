@@ -20,7 +20,7 @@ from .choco import (
 from .detag import accelerated_gossip, detag
 from .malcom import malcom_psgd
 
-_NOT_ALGORITHMS = {"tune_gamma"}  # public helpers of the families, not factories
+_NOT_ALGORITHMS = {"tune_gamma", "proxy_sizes"}  # public helpers of the families, not factories
 
 REGISTRY = {name: getattr(module, name)
             for module in (baselines, _detag_family, choco, adaptive, malcom)

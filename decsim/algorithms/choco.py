@@ -16,6 +16,7 @@ over leaves, mean over workers), via :func:`decsim.compression.compress_stacked`
 from __future__ import annotations
 
 import numbers
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -27,12 +28,11 @@ from .. import tree
 from .._checks import integer, is_number, one_of
 from .._types import Algorithm, Compressor
 from ..compression import check_compressor, compress_stacked, identity
-from ._common import Rate, cost, local_update, make, stacked_params, structural
-from ._common import learning_rate as _rate
+from ._common import LocalUpdate, cost, local_update, make, stacked_params, structural
 from ._exchange import EXCHANGES, check_gamma, compress_key, gossip_term
 
 __all__ = ["choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd", "deepsqueeze",
-           "tune_gamma"]
+           "tune_gamma", "proxy_sizes"]
 
 ORDERS = tuple(EXCHANGES)
 
@@ -112,12 +112,16 @@ def choco_sgd(learning_rate=None, gamma=1.0, compressor=identity(), *, order: st
     Cost per step: 1 gradient, 1 round, ``bits(Q_t)`` per worker.
 
     Args:
-      learning_rate: η (number or optax schedule); omit when ``local_optimizer`` is given.
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); omitted, 1.0.
       gamma: consensus step size γ in (0, 1].
       compressor: a :class:`decsim.Compressor` (biased ones are fine).
       order: ``"paper"`` or ``"parallel"``.
-      local_optimizer: optax GradientTransformation run per worker in place of ``−η G`` (e.g.
-        Nesterov momentum with weight decay as in the ICLR'20 deep-learning runs).
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``; its update
+        replaces ``−η_t G_t`` in ``X½`` (e.g. Nesterov momentum with weight decay as in the
+        ICLR'20 deep-learning runs: ``optax.chain(optax.add_decayed_weights(1e-4),
+        optax.sgd(1.0, momentum=0.9, nesterov=True))`` with ``learning_rate=0.1``). The
+        exchange is unchanged, so ``mean(X_{t+1}) = mean(X_t + U_t)``.
 
     Example:
       >>> import decsim as ds
@@ -255,27 +259,27 @@ class DCDState(NamedTuple):
     """State of DCD-PSGD."""
 
     X: Any  # iterates [n, ...] (identical to every neighbour's replica of them)
+    opt: Any  # per-worker optax state of the local optimizer or ()
     t: Any  # int32
 
 
 @structural
-def _dcd(rate: Rate, compressor: Compressor):
+def _dcd(local: LocalUpdate, compressor: Compressor):
     def init(X, key):
         del key
-        return DCDState(X=X, t=jnp.zeros((), jnp.int32))
+        return DCDState(X=X, opt=local.init(X), t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        eta = rate(hp, state.t)
-        delta = jax.tree.map(lambda wx, g, x: wx - jnp.asarray(eta).astype(x.dtype) * g - x,
-                             mixer(state.X), G, state.X)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        delta = jax.tree.map(lambda wx, u, x: wx + u - x, mixer(state.X), U, state.X)
         Q, bits = compress_stacked(compressor, compress_key(key), delta)
-        return DCDState(tree.add(state.X, Q), state.t + 1), cost(1, 1, bits)
+        return DCDState(tree.add(state.X, Q), opt, state.t + 1), cost(1, 1, bits)
 
     return init, step, stacked_params
 
 
-def dcd_psgd(learning_rate, compressor) -> Algorithm:
+def dcd_psgd(learning_rate, compressor, *, local_optimizer=None) -> Algorithm:
     """DCD-PSGD (Tang, Gan, Zhang, Zhang, Liu, NeurIPS 2018): compress the change of the iterate.
 
     ``X_{t+1} = X_t + C(W X_t − η_t G_t − X_t)``, C per worker. Each worker sends ``C(·)`` and its
@@ -283,26 +287,32 @@ def dcd_psgd(learning_rate, compressor) -> Algorithm:
     unbiased compressor with small variance; with a high-variance one (unbiased rand-1%) it
     diverges at learning rates where Choco-SGD converges, as the Choco papers report.
 
+    Local optimizer: it is fed ``G_t`` and its update ``U_t`` replaces ``−η_t G_t``:
+    ``X_{t+1} = X_t + C(W X_t + U_t − X_t)``.
+
     Cost per step: 1 gradient, 1 round, ``bits(C(·))`` per worker.
 
     Args:
-      learning_rate: η (number or optax schedule).
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); ``None``, 1.0.
       compressor: an unbiased :class:`decsim.Compressor` (``compressor.unbiased``), else
         ``ValueError``.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``.
 
     Example:
       >>> import decsim.compression as C
       >>> algo = dcd_psgd(0.05, C.qsgd(16, unbiased=True))
     """
-    rate, hp = _rate("dcd_psgd", learning_rate)
+    local, hp = local_update("dcd_psgd", learning_rate, local_optimizer)
     check_compressor(compressor)
     if not compressor.unbiased:
         raise ValueError(f"dcd_psgd requires an unbiased compressor (E C(x) = x); got "
                          f"{compressor.name} (unbiased=False). Use e.g. rand_k(fraction, "
                          "unbiased=True) or qsgd(levels, unbiased=True), or choco_sgd, which "
                          "handles biased compressors.")
-    return make("dcd_psgd", _dcd(rate, compressor), hp,
-                dict(learning_rate=learning_rate, compressor=compressor))
+    return make("dcd_psgd", _dcd(local, compressor), hp,
+                dict(learning_rate=learning_rate, compressor=compressor,
+                     local_optimizer=local_optimizer))
 
 
 class DeepSqueezeState(NamedTuple):
@@ -310,49 +320,57 @@ class DeepSqueezeState(NamedTuple):
 
     X: Any  # iterates [n, ...]
     E: Any  # compression error carried to the next step [n, ...] (zeros at start)
+    opt: Any  # per-worker optax state of the local optimizer or ()
     t: Any  # int32
 
 
 @structural
-def _deepsqueeze(rate: Rate, compressor: Compressor):
+def _deepsqueeze(local: LocalUpdate, compressor: Compressor):
     def init(X, key):
         del key
-        return DeepSqueezeState(X=X, E=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
+        return DeepSqueezeState(X=X, E=tree.zeros_like(X), opt=local.init(X),
+                                t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        eta = rate(hp, state.t)
-        X_half = jax.tree.map(lambda x, g: x - jnp.asarray(eta).astype(x.dtype) * g, state.X, G)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        X_half = tree.add(state.X, U)
         V = tree.add(X_half, state.E)
         Q, bits = compress_stacked(compressor, compress_key(key), V)
         X = tree.add(X_half, gossip_term(hp["gamma"], mixer(Q), Q))
-        return DeepSqueezeState(X, tree.sub(V, Q), state.t + 1), cost(1, 1, bits)
+        return DeepSqueezeState(X, tree.sub(V, Q), opt, state.t + 1), cost(1, 1, bits)
 
     return init, step, stacked_params
 
 
-def deepsqueeze(learning_rate, gamma, compressor) -> Algorithm:
+def deepsqueeze(learning_rate, gamma, compressor, *, local_optimizer=None) -> Algorithm:
     """DeepSqueeze (Tang, Lian, Yu, Zhang, Liu 2019): error-compensated compressed gossip.
 
     ``X½ = X_t − η_t G_t``; ``V = X½ + E_t``; ``Q = C(V)``; ``E_{t+1} = V − Q``;
     ``X_{t+1} = X½ + γ (W − I) Q`` (``E_0 = 0``). Works with biased compressors.
 
+    Local optimizer: it is fed ``G_t`` and its update ``U_t`` replaces ``−η_t G_t`` in ``X½``
+    (``X½ = X_t + U_t``); the error feedback is unchanged.
+
     Cost per step: 1 gradient, 1 round, ``bits(Q)`` per worker.
 
     Args:
-      learning_rate: η (number or optax schedule).
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); ``None``, 1.0.
       gamma: consensus step size in (0, 1].
       compressor: a :class:`decsim.Compressor`.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``.
 
     Example:
       >>> import decsim.compression as C
       >>> algo = deepsqueeze(0.05, 0.2, C.sign())
     """
-    rate, hp = _rate("deepsqueeze", learning_rate)
+    local, hp = local_update("deepsqueeze", learning_rate, local_optimizer)
     hp["gamma"] = check_gamma("deepsqueeze", gamma)
     check_compressor(compressor)
-    return make("deepsqueeze", _deepsqueeze(rate, compressor), hp,
-                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor))
+    return make("deepsqueeze", _deepsqueeze(local, compressor), hp,
+                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor,
+                     local_optimizer=local_optimizer))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,16 +381,25 @@ def deepsqueeze(learning_rate, gamma, compressor) -> Algorithm:
 # near 1e-15 of it): among converged candidates the fastest wins, not the luckiest residue.
 TUNE_FLOOR = 1e-10
 
+# Proxy leaves (see tune_gamma): the default largest simulated leaf size, and the fewest entries a
+# proxy of a top_k / rand_k leaf keeps (so that rounding k keeps the kept fraction within 1%).
+PROXY_SIZE = 10_000
+PROXY_MIN_KEPT = 100
 
-def _tuning_error(X, X_hat):
-    """``||X − x̄||² + ||X − X̂||²`` over all workers and leaves."""
-    centred = jax.tree.map(lambda a: a - jnp.mean(a, axis=0, keepdims=True), X)
-    lag = jax.tree.map(jnp.subtract, X, X_hat)
-    return sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(centred) + jax.tree.leaves(lag))
+
+def _tuning_error(X, X_hat, weights):
+    """``Σ_leaf w_leaf (||X − x̄||² + ||X − X̂||²)`` over all workers (``w = 1``: the plain sum, in
+    the order of the unweighted tuner)."""
+    centred = [a - jnp.mean(a, axis=0, keepdims=True) for a in jax.tree.leaves(X)]
+    lag = [a - b for a, b in zip(jax.tree.leaves(X), jax.tree.leaves(X_hat))]
+    if all(w == 1.0 for w in weights):
+        return sum(jnp.sum(jnp.square(a)) for a in centred + lag)
+    return sum(jnp.float32(w) * (jnp.sum(jnp.square(c)) + jnp.sum(jnp.square(g)))
+               for c, g, w in zip(centred, lag, weights))
 
 
 @structural
-def _tuner(compressor: Compressor, rounds: int):
+def _tuner(compressor: Compressor, rounds: int, weights: tuple):
     """One program: ``rounds`` Choco-Gossip rounds for every γ of a grid (vmapped over γ, the
     hyperparameter that travels as data). Returns per γ the final error, the first round at which
     the error fell below the convergence floor (``rounds`` if never), and the floor."""
@@ -383,24 +410,94 @@ def _tuner(compressor: Compressor, rounds: int):
     def one(gamma, X0, W, key):
         mixer = Mixer(W=W, lam=jnp.zeros((), jnp.float32))
         state = init(X0, key)
-        floor = jnp.float32(TUNE_FLOOR) * _tuning_error(state.X, state.X_hat)
+        floor = jnp.float32(TUNE_FLOOR) * _tuning_error(state.X, state.X_hat, weights)
 
         def body(carry, t):
             state, hit = carry
             state, _ = step(state, {"gamma": gamma}, None, mixer, jax.random.fold_in(key, t))
-            below = _tuning_error(state.X, state.X_hat) <= floor
+            below = _tuning_error(state.X, state.X_hat, weights) <= floor
             hit = jnp.where((hit == rounds) & below, t + 1, hit)
             return (state, hit), None
 
         (state, hit), _ = jax.lax.scan(body, (state, jnp.asarray(rounds, jnp.int32)),
                                        jnp.arange(rounds, dtype=jnp.int32))
-        return _tuning_error(state.X, state.X_hat), hit, floor
+        return _tuning_error(state.X, state.X_hat, weights), hit, floor
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
 
 
+def _proxy_rule(compressor: Compressor):
+    """How leaves of ``compressor`` may be shrunk: ``("any", None)`` for ``identity()`` and
+    ``sign()``, ``("fraction", f)`` for ``top_k(f)`` and ``rand_k(f, ...)``, ``None`` for every
+    other compressor (``qsgd``, ``dithered``, user compressors): those are simulated at full
+    size."""
+    from ..compression import operators
+
+    if getattr(compressor.compress, "__module__", None) != operators.__name__:
+        return None
+    if compressor.name in ("identity", "sign"):
+        return ("any", None)
+    m = re.fullmatch(r"(top_k|rand_k)\(([^,()]+)(, unbiased)?\)", compressor.name)
+    if m is None:
+        return None
+    try:
+        fraction = float(m.group(2))
+        rebuilt = (operators.top_k(fraction) if m.group(1) == "top_k"
+                   else operators.rand_k(fraction, unbiased=m.group(3) is not None))
+    except ValueError:
+        return None
+    # the name shows the fraction to 6 digits: use it only if it rebuilds this very compressor
+    return ("fraction", fraction) if rebuilt is compressor else None
+
+
+def proxy_sizes(compressor: Compressor, sizes, proxy_size: int | None = PROXY_SIZE) -> tuple:
+    """The leaf sizes :func:`tune_gamma` simulates for leaves of ``sizes``.
+
+    A leaf larger than ``proxy_size`` is replaced by a proxy leaf of about ``proxy_size``
+    entries where the compressor admits one (see :func:`tune_gamma`): any size for
+    ``identity()`` and ``sign()``; for ``top_k(f)`` and ``rand_k(f)`` at least
+    ``PROXY_MIN_KEPT / f`` entries, and only if the proxy keeps the same fraction to within 1%.
+    Other compressors, and leaves up to ``proxy_size``, keep their size.
+
+    Args:
+      compressor: a :class:`decsim.Compressor`.
+      sizes: the leaf sizes (positive ints).
+      proxy_size: the largest leaf simulated as is; ``None``: no proxies.
+
+    Returns:
+      A tuple of ints, one per leaf.
+
+    Example:
+      >>> import decsim.compression as C
+      >>> proxy_sizes(C.top_k(0.01), [272474, 16]), proxy_sizes(C.qsgd(16), [272474])
+      ((10000, 16), (272474,))
+    """
+    from ..compression import num_kept
+
+    rule = None if proxy_size is None else _proxy_rule(compressor)
+    out = []
+    for s in sizes:
+        s = int(s)
+        if rule is None:
+            out.append(s)
+            continue
+        kind, fraction = rule
+        if kind == "any":
+            out.append(min(s, proxy_size))
+            continue
+        cap = max(proxy_size, int(np.ceil(PROXY_MIN_KEPT / fraction)))
+        if s <= cap:
+            out.append(s)
+            continue
+        same = abs(num_kept(fraction, cap) / cap - num_kept(fraction, s) / s) <= (
+            0.01 * num_kept(fraction, s) / s)
+        out.append(cap if same else s)
+    return tuple(out)
+
+
 def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: int = 1000,
-               grid: Sequence[float] | None = None, full_output: bool = False):
+               grid: Sequence[float] | None = None, full_output: bool = False,
+               proxy_size: int | None = PROXY_SIZE):
     """Pick Choco's consensus step size γ for a compressor on a topology (the Choco code's tuner).
 
     Runs ``choco_gossip(γ, compressor)`` for ``rounds`` rounds from Gaussian vectors
@@ -408,6 +505,21 @@ def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: in
     ``logspace(-3, 0, 20)``) and returns the γ minimising ``||X − x̄||² + ||X − X̂||²`` at the end.
     All γ run as one vmapped program (γ is data: one compilation per compressor, shapes and round
     count).
+
+    Proxy leaves (what makes a ResNet-sized d cost seconds): a leaf larger than ``proxy_size``
+    is simulated at a smaller size where the compressor's behaviour does not depend on d, and
+    its error counts ``d_leaf / d_proxy`` times. The start vectors have i.i.d. coordinates and
+    every step treats coordinates alike (it commutes with permuting them), so each coordinate's
+    trajectory depends on the others only through per-leaf averages: none for ``identity()``
+    (coordinates are independent), the mean ``||x||₁/d`` for ``sign()``, the ``1 − f`` quantile
+    of ``|x|`` for ``top_k(f)``, the keep probability ``k/d ≈ f`` for ``rand_k(f)``. These
+    concentrate as d grows (fluctuations ~ d^(−1/2)), so the normalised error curve, and with it
+    the chosen γ, is that of any large enough leaf with the same fraction; proxies of top_k and
+    rand_k leaves keep at least ``PROXY_MIN_KEPT = 100`` entries and the same kept fraction to
+    1% (:func:`proxy_sizes`). ``qsgd`` and ``dithered`` quantize with a step ``||x||₂ / s``, which
+    grows like ``sqrt(d)`` relative to the entries (their quality ``1/τ``, ``τ = 1 +
+    min(d/s², sqrt(d)/s)``, depends on d), so they and user compressors always run at full size.
+    Leaves up to ``proxy_size`` (10000 by default) run as before, bit for bit.
 
     Deviation (documented): the Choco code compares final errors in float64. In float32 several γ
     reach round-off level within the rounds (e.g. every γ above ~0.1 for ``identity()`` or 16-level
@@ -425,9 +537,12 @@ def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: in
       rounds: gossip rounds per candidate.
       grid: candidate γ values in (0, 1].
       full_output: also return the grid and the final errors.
+      proxy_size: largest leaf simulated at its own size (a positive int), or ``None`` to
+        simulate every leaf at full size.
 
     Returns:
-      γ (a float); with ``full_output=True``, ``(γ, grid, errors)`` (numpy arrays).
+      γ (a float); with ``full_output=True``, ``(γ, grid, errors)`` (numpy arrays; the errors
+      of proxy leaves scaled to the full size).
 
     Example:
       >>> import decsim as ds
@@ -450,13 +565,17 @@ def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: in
             f"leaf sizes; got d={d!r}."
         )
     rounds = integer("rounds", rounds)
+    if proxy_size is not None:
+        proxy_size = integer("proxy_size", proxy_size)
     grid = np.logspace(-3, 0, 20) if grid is None else np.asarray(grid, np.float64).reshape(-1)
     if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
         raise ValueError(f"grid must be a non-empty sequence of gammas in (0, 1]; got {grid!r}.")
     n = int(np.shape(W)[0])
+    simulated = proxy_sizes(compressor, sizes, proxy_size)
+    weights = tuple(1.0 if p == s else float(s) / p for s, p in zip(sizes, simulated))
     rng = np.random.default_rng(seed)
-    X0 = [jnp.asarray(rng.normal(size=(n, int(s))), jnp.float32) for s in sizes]
-    program = _tuner(compressor, rounds)
+    X0 = [jnp.asarray(rng.normal(size=(n, int(s))), jnp.float32) for s in simulated]
+    program = _tuner(compressor, rounds, weights)
     errors, hits, floor = program(
         jnp.asarray(grid, jnp.float32), X0, jnp.asarray(W, jnp.float32), jax.random.PRNGKey(seed)
     )
