@@ -54,10 +54,10 @@ def main() -> None:
           f"{'max rel. err. diff':>18s}")
     for comp in (ds.compression.top_k(0.01), ds.compression.sign()):
         results = {}
-        for mode, proxy in (("proxy", ds.algorithms.choco.PROXY_SIZE), ("full", None)):
+        for mode, proxy in (("proxy", ds.algorithms.tuning.PROXY_SIZE), ("full", None)):
             if mode == "full" and args.skip_full:
                 continue
-            sizes = ds.algorithms.choco.proxy_sizes(comp, [args.d], proxy)
+            sizes = ds.algorithms.tuning.proxy_sizes(comp, [args.d], proxy)
             tic = time.perf_counter()
             gamma, grid, errors = ds.algorithms.tune_gamma(topo, comp, args.d, rounds=rounds,
                                                            proxy_size=proxy, full_output=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import decsim as ds
-from decsim import runner
+from decsim import _run_checks
 
 
 def _problem(n=4, m=16, d=32, **kw):
@@ -41,8 +41,8 @@ def test_estimate_counts_the_state_copies_and_the_workers_in_flight():
 
 def test_a_run_that_cannot_fit_is_refused_before_compiling(monkeypatch):
     prob = _problem()
-    monkeypatch.setattr(runner, "available_bytes", lambda: 1000)
-    runner._MEMORY_CHECKED.clear()
+    monkeypatch.setattr(_run_checks, "available_bytes", lambda: 1000)
+    _run_checks.MEMORY_CHECKED.clear()
     before = dict(ds.runner.TRACE_COUNTS)
     with pytest.raises(ValueError, match=r"fewer workers.*workers=\"map\".*bfloat16"):
         ds.run(ds.algorithms.dsgd(0.1), prob, ds.topology.ring(4), steps=2)

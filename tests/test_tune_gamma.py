@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import decsim as ds
-from decsim.algorithms.choco import PROXY_MIN_KEPT, PROXY_SIZE, proxy_sizes
+from decsim.algorithms.tuning import PROXY_MIN_KEPT, PROXY_SIZE, proxy_sizes
 
 C = ds.compression
 
