@@ -34,7 +34,8 @@ def test_resnet20_has_the_papers_parameter_count():
     params, state = nets.resnet20().init(jax.random.PRNGKey(0), (32, 32, 3), 10)
     # 3x3 convolutions without bias (16, 32, 64 channels), BatchNorm scale and bias, option-A
     # shortcuts (no parameters), a dense layer 64 -> 10
-    convs = 27 * 16 + 6 * 9 * 16 * 16 + 9 * 16 * 32 + 5 * 9 * 32 * 32 + 9 * 32 * 64 + 5 * 9 * 64 * 64
+    convs = (27 * 16 + 6 * 9 * 16 * 16 + 9 * 16 * 32 + 5 * 9 * 32 * 32 + 9 * 32 * 64
+             + 5 * 9 * 64 * 64)
     bn = 2 * (16 * 7 + 32 * 6 + 64 * 6)
     assert nets.num_params(params) == convs + bn + 64 * 10 + 10 == 269_722
 
@@ -104,7 +105,8 @@ def test_a_few_sgd_steps_lower_the_loss_and_bf16_keeps_float32_params():
         batch = {"x": jax.random.normal(jax.random.PRNGKey(7), (8, 8, 8, 1)),
                  "y": jnp.arange(8, dtype=jnp.int32) % 3}
         loss = nets.classifier_loss(model.apply)
-        vg = jax.jit(jax.value_and_grad(lambda p: loss(p, state, batch, None)[0]))
+        vg = jax.jit(jax.value_and_grad(
+            lambda p, loss=loss, state=state, batch=batch: loss(p, state, batch, None)[0]))
         first, _ = vg(params)
         for _ in range(20):
             _, g = vg(params)
