@@ -209,8 +209,8 @@ def batchnorm(params, state, x, *, train: bool, momentum: float = 0.1, eps: floa
         >>> p = {"scale": jnp.ones(1), "bias": jnp.zeros(1)}
         >>> s = {"mean": jnp.zeros(1), "var": jnp.ones(1)}
         >>> y, s2 = batchnorm(p, s, jnp.array([[1.0], [3.0]]), train=True)
-        >>> [round(v, 3) for v in y[:, 0].tolist()], s2["mean"].tolist(), s2["var"].tolist()
-        ([-1.0, 1.0], [0.2], [1.1])
+        >>> [[round(v, 3) for v in a.tolist()] for a in (y[:, 0], s2["mean"], s2["var"])]
+        [[-1.0, 1.0], [0.2], [1.1]]
     """
     xf = x.astype(jnp.float32)
     axes = tuple(range(x.ndim - 1))
