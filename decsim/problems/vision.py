@@ -161,8 +161,8 @@ def resnet20(n_workers: int, *, dataset: str = "cifar10", partition: str = "iid"
       >>> import decsim as ds
       >>> prob = ds.problems.resnet20(2, dataset="digits", train_size=64, test_size=16,
       ...                             augment=False)
-      >>> prob.info["n_params"], sorted(prob.model_state0)  # BatchNorm statistics per stage
-      (269722, ['stages', 'stem'])
+      >>> prob.info["n_params"], sorted(prob.model_state0)  # 1 input channel; BatchNorm stats
+      (269434, ['stages', 'stem'])
     """
     return _workload("resnet20", nets.resnet20(), n_workers, dataset, partition, alpha,
                      shards_per_worker, batch_size, data_dir, train_size, test_size,
