@@ -72,6 +72,7 @@ def record(algorithm, problem, topology, p, steps, eval_every, given) -> dict:
         "batch_size": problem.batch_size,
         "gossip": p.gplan.path,
         "devices": 1 if p.mesh is None else int(p.mesh.size),
+        "workers": p.workers,
     }
 
 

@@ -107,7 +107,7 @@ def memory_estimate(algorithm, problem: Problem, *, workers="vmap", seeds: int =
       >>> import decsim as ds
       >>> prob = ds.problems.quadratic(8, 100)
       >>> est = ds.memory_estimate(ds.algorithms.dsgd(0.1), prob)
-      >>> est.state == 8 * 100 * 4 and est.total > est.state
+      >>> est.state >= 8 * 100 * 4 and est.total > est.state  # X (and a step counter)
       True
     """
     from .problems.evaluate import eval_rows, evaluation

@@ -2,11 +2,15 @@
 (tests/test_contract.py). Adding an algorithm = one factory + one row here (a test checks the table
 covers the registry).
 
-ALGORITHMS: name -> (make, hparams, cost). ``make(**hparams)`` builds the algorithm with those
-numeric hyperparameters (its structural arguments fixed in the lambda); ``cost`` is the exact
-``(grad_evals, comm_rounds, bits)`` of one step on the two-leaf model of tests/_reference.py
-(d = 8: a [3, 2] weight and a [2] bias) on a ring of N = 5 workers.
+ALGORITHMS: name -> (make, hparams, cost); VARIANTS: the same for other structures of an entry
+(``"name+what"``: a local optimizer, a schedule), run through the same contract.
+``make(**hparams)`` builds the algorithm with those numeric hyperparameters (its structural
+arguments fixed in the lambda); ``cost`` is the exact ``(grad_evals, comm_rounds, bits)`` of one
+step on the two-leaf model of tests/_reference.py (d = 8: a [3, 2] weight and a [2] bias) on a
+ring of N = 5 workers.
 """
+
+import optax
 
 import decsim as ds
 
@@ -44,3 +48,19 @@ ALGORITHMS = {
     "malcom_psgd": (lambda **h: A.malcom_psgd(levels=None, **h),
                     {"learning_rate": 0.05, "gamma": 0.3, "l1": 0.01}, (1, 1, DENSE)),
 }
+
+MOMENTUM = optax.sgd(1.0, momentum=0.9)  # one object, so equal structure is the same step
+SCHEDULE = optax.exponential_decay(0.05, transition_steps=1, decay_rate=0.9)
+MOM = {"local_optimizer": MOMENTUM}
+
+# every algorithm that takes a local optimizer, with momentum SGD (learning_rate multiplies it)
+VARIANTS = {
+    f"{name}+momentum": ((lambda make: lambda **h: make(**MOM, **h))(ALGORITHMS[name][0]),
+                         ALGORITHMS[name][1], ALGORITHMS[name][2])
+    for name in ("centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion",
+                 "detag", "choco_sgd", "dcd_psgd", "deepsqueeze", "malcom_psgd")
+}
+# a schedule: learning_rate is its traced multiplier (1.0 as built)
+VARIANTS["dsgd+schedule"] = (lambda **h: A.dsgd(SCHEDULE, **h), {}, (1, 1, DENSE))
+VARIANTS["d2+schedule"] = (lambda **h: A.d2(SCHEDULE, **h), {}, (1, 1, DENSE))
+VARIANTS["dadam+schedule"] = (lambda **h: A.dadam(SCHEDULE, **h), {}, (1, 1, DENSE))

@@ -254,8 +254,8 @@ def test_d2_rejects_small_lambda_min():
         (lambda: ds.algorithms.dsgd("fast"), r"learning_rate must be a positive number"),
         (lambda: ds.algorithms.dsgd(0.1, gossip_every=0), r"gossip_every must be an integer >= 1"),
         (
-            lambda: ds.algorithms.dsgd(0.1, local_optimizer=optax.sgd(0.1)),
-            r"either learning_rate or local_optimizer",
+            lambda: ds.algorithms.dsgd(-0.1, local_optimizer=optax.sgd(1.0)),
+            r"learning_rate must be a finite positive number",
         ),
         (
             lambda: ds.algorithms.dpsgd(None, local_optimizer=object()),

@@ -15,7 +15,7 @@ import decsim as ds
 from decsim.gossip import Mixer
 from decsim.runner import make_oracle
 
-from .registry import ALGORITHMS
+from .registry import ALGORITHMS, VARIANTS
 
 
 def test_table_covers_the_registry():
@@ -37,13 +37,19 @@ def _max_diff(a, b):
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_variants_are_of_registered_algorithms():
+    assert {v.split("+")[0] for v in VARIANTS} <= set(ALGORITHMS)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS) + sorted(VARIANTS))
 def test_contract(name, two_leaf, topo):
-    make, hparams, (grads, rounds, bits) = ALGORITHMS[name]
-    algo = make(**hparams)
-    assert algo.name == name
+    make, kwargs, (grads, rounds, bits) = {**ALGORITHMS, **VARIANTS}[name]
+    algo = make(**kwargs)
+    assert algo.name == name.split("+")[0]
+    # a schedule's traced multiplier is hyperparameter learning_rate, 1.0 as built
+    hparams = {"learning_rate": 1.0, **kwargs} if "+schedule" in name else kwargs
     assert algo.hparams == hparams
-    assert make(**hparams).step is algo.step  # memoized structure: one compiled program
+    assert make(**kwargs).step is algo.step  # memoized structure: one compiled program
     prob = two_leaf
     oracle = make_oracle(prob, jax.tree.map(jnp.asarray, prob.data), jnp.asarray(prob.counts),
                          jnp.float32(0.0))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import decsim as ds
-from decsim import runner
+from decsim import _run_checks
 
 
 def _problem(n=4, m=16, d=32, **kw):
@@ -41,8 +41,8 @@ def test_estimate_counts_the_state_copies_and_the_workers_in_flight():
 
 def test_a_run_that_cannot_fit_is_refused_before_compiling(monkeypatch):
     prob = _problem()
-    monkeypatch.setattr(runner, "available_bytes", lambda: 1000)
-    runner._MEMORY_CHECKED.clear()
+    monkeypatch.setattr(_run_checks, "available_bytes", lambda: 1000)
+    _run_checks.MEMORY_CHECKED.clear()
     before = dict(ds.runner.TRACE_COUNTS)
     with pytest.raises(ValueError, match=r"fewer workers.*workers=\"map\".*bfloat16"):
         ds.run(ds.algorithms.dsgd(0.1), prob, ds.topology.ring(4), steps=2)
@@ -74,3 +74,21 @@ def test_bfloat16_policy_keeps_float32_parameters():
     assert seen and all(dt == jnp.bfloat16 for dt in seen)
     with pytest.raises(ValueError, match="compute_dtype"):
         _problem(compute_dtype=jnp.int8)
+
+
+def test_evaluation_memory_does_not_grow_with_the_data_set():
+    small = _problem(m=64, eval_batch_size=32)
+    large = _problem(m=4096, eval_batch_size=32)
+    algo = ds.algorithms.dsgd(0.1)
+    a, b = ds.memory_estimate(algo, small), ds.memory_estimate(algo, large)
+    assert a.evaluation == b.evaluation  # one chunk of 32 rows in flight, whatever m
+    assert b.data == 64 * a.data
+    whole = ds.memory_estimate(algo, ds.problems.with_evaluation(large, batch_size=None))
+    assert whole.evaluation > 50 * b.evaluation
+    # and the chunked metrics equal the one-piece ones
+    topo = ds.topology.ring(4)
+    h1 = ds.run(algo, large, topo, steps=2, eval_every=2)
+    h2 = ds.run(algo, ds.problems.with_evaluation(large, batch_size=None), topo, steps=2,
+                eval_every=2)
+    np.testing.assert_allclose(h1.metrics["loss"], h2.metrics["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h1.metrics["grad_norm_sq"], h2.metrics["grad_norm_sq"], rtol=1e-4)

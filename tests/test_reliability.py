@@ -85,7 +85,7 @@ def test_bad_factory_arguments(make, match):
 def test_good_optax_optimizers_pass_the_probe():
     for opt in (optax.sgd(0.1, momentum=0.9, nesterov=True), optax.adamw(1e-3),
                 optax.sgd(optax.exponential_decay(0.1, 10, 0.5))):
-        assert A.dsgd(local_optimizer=opt).hparams == {}
+        assert A.dsgd(local_optimizer=opt).hparams == {"learning_rate": 1.0}  # the multiplier
 
 
 def test_too_many_workers_for_the_data_warns():

@@ -4,7 +4,7 @@ One module per family; a factory listed in its module's ``__all__`` is registere
 :data:`REGISTRY` (config files and the command line find it there by name).
 """
 
-from . import adaptive, baselines, choco, malcom
+from . import adaptive, baselines, choco, malcom, tuning
 from . import detag as _detag_family  # the module; the name ``detag`` is its factory
 from .adaptive import ada_choco_sgd, dadagrad, dadam, damsgrad
 from .baselines import centralized_sgd, d2, dpsgd, dsgd, exact_diffusion, gradient_tracking
@@ -15,20 +15,19 @@ from .choco import (
                     dcd_psgd,
                     deepsqueeze,
                     naive_compressed_gossip,
-                    tune_gamma,
 )
 from .detag import accelerated_gossip, detag
 from .malcom import malcom_psgd
-
-_NOT_ALGORITHMS = {"tune_gamma"}  # public helpers of the families, not factories
+from .tuning import proxy_sizes, tune_gamma
 
 REGISTRY = {name: getattr(module, name)
             for module in (baselines, _detag_family, choco, adaptive, malcom)
-            for name in module.__all__ if name not in _NOT_ALGORITHMS}
+            for name in module.__all__}
 
 __all__ = [  # spelled out (a test checks it holds every REGISTRY entry)
     "centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion", "detag",
     "accelerated_gossip", "choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd",
     "deepsqueeze", "dadam", "damsgrad", "dadagrad", "ada_choco_sgd", "malcom_psgd",
-    "REGISTRY", "compressed_sgd", "tune_gamma", "adaptive", "baselines", "choco", "malcom",
+    "REGISTRY", "compressed_sgd", "tune_gamma", "proxy_sizes", "tuning", "adaptive", "baselines",
+    "choco", "malcom",
 ]

@@ -76,23 +76,33 @@ def make(name: str, parts: tuple, hparams: dict, args: dict, **extra) -> Algorit
 
 
 class Rate(NamedTuple):
-    """A learning rate: ``hparams["learning_rate"]`` (data, swept without recompiling) or an optax
-    schedule of the int32 step counter (structure)."""
+    """A learning rate ``η_t = hparams["learning_rate"] · schedule(t)``.
+
+    The number ``hparams["learning_rate"]`` is data (traced, swept without recompiling); the
+    optional optax ``schedule`` of the int32 step counter is structure. Without a schedule
+    ``η_t = hparams["learning_rate"]``; with one, ``hparams["learning_rate"]`` is a multiplier of
+    it (1.0 as built, which leaves the schedule's values unchanged bit for bit).
+    """
 
     schedule: Callable | None = None
 
     def __call__(self, hparams: dict, t):
-        return self.schedule(t) if self.schedule is not None else hparams["learning_rate"]
+        lr = hparams["learning_rate"]
+        return lr if self.schedule is None else lr * self.schedule(t)
 
 
 def learning_rate(owner: str, value, *, allow_none: bool = False):
-    """Validate a learning rate argument: ``(Rate, hparams)``. A number goes into ``hparams``; a
-    callable is an optax schedule (structural); ``None`` only with ``allow_none`` (a local
-    optimizer supplies its own)."""
+    """Validate a learning rate argument: ``(Rate, hparams)``, ``hparams`` always
+    ``{"learning_rate": number}``.
+
+    A number ``η`` gives ``{"learning_rate": η}``; a callable is an optax schedule (structural)
+    and gives the multiplier ``{"learning_rate": 1.0}``; ``None`` (only with ``allow_none``: a
+    local optimizer supplies the step's size) gives the multiplier 1.0 too.
+    """
     if value is None and allow_none:
-        return Rate(), {}
+        return Rate(), {"learning_rate": 1.0}
     if callable(value):
-        return Rate(value), {}
+        return Rate(value), {"learning_rate": 1.0}
     if not is_number(value):
         raise ValueError(f"{owner}: learning_rate must be a positive number or an optax schedule "
                          f"(callable step -> value); got {value!r} of type "
@@ -101,10 +111,18 @@ def learning_rate(owner: str, value, *, allow_none: bool = False):
 
 
 class LocalUpdate(NamedTuple):
-    """The local step ``U`` that a worker adds to its iterate: ``−η_t G`` by default, or the
-    update of an optax transformation run independently on every worker.
+    """The local step ``U_t`` that a worker adds to its iterate: ``U_t = η_t · D_t``, with
+    ``η_t`` the :class:`Rate` and the direction ``D_t = −V`` by default, or the update of an optax
+    transformation (run independently on every worker) fed with ``V``.
 
-    ``init(X) -> opt_state``; ``update(G, opt_state, X, t, hparams) -> (U, opt_state)``.
+    ``V`` is the vector the algorithm steps along: the stochastic gradient for D-SGD and Choco,
+    the tracker for gradient tracking and DeTAG. Build the optax transform with learning rate 1
+    (``optax.sgd(1.0, momentum=0.9)``) and let ``learning_rate`` (traced) scale it; for optax
+    transforms that end in ``scale_by_learning_rate`` (sgd, momentum, nesterov, adam, adamw, ...)
+    that is bit for bit the transform built with that learning rate. A transform built with its
+    own learning rate and no ``learning_rate`` (multiplier 1.0) is unchanged.
+
+    ``init(X) -> opt_state``; ``update(V, opt_state, X, t, hparams) -> (U, opt_state)``.
     """
 
     rate: Rate = Rate()
@@ -115,32 +133,35 @@ class LocalUpdate(NamedTuple):
             return ()
         return jax.vmap(self.optimizer.init)(X)
 
-    def update(self, G, opt_state, X, t, hparams):
+    def update(self, V, opt_state, X, t, hparams):
+        lr = self.rate(hparams, t)
         if self.optimizer is None:
-            lr = self.rate(hparams, t)
-            return jax.tree.map(lambda g: -jnp.asarray(lr).astype(g.dtype) * g, G), opt_state
-        return jax.vmap(self.optimizer.update)(G, opt_state, X)
+            return jax.tree.map(lambda g: -jnp.asarray(lr).astype(g.dtype) * g, V), opt_state
+        D, opt_state = jax.vmap(self.optimizer.update)(V, opt_state, X)
+        return jax.tree.map(lambda d: jnp.asarray(lr).astype(d.dtype) * d, D), opt_state
 
 
 def local_update(owner: str, learning_rate_value, local_optimizer):
-    """Validate ``learning_rate`` / ``local_optimizer`` (exactly one of them):
-    ``(LocalUpdate, hparams)``."""
+    """Validate ``learning_rate`` and ``local_optimizer``: ``(LocalUpdate, hparams)``.
+
+    Without an optimizer, ``learning_rate`` (a number or an optax schedule) is required. With
+    one, ``learning_rate`` is optional: a number or a schedule multiplies the optimizer's update
+    (build the optimizer with learning rate 1.0), ``None`` means 1.0. Either way ``hparams`` is
+    ``{"learning_rate": number}``, so ``ds.run(..., hparams={"learning_rate": [...]})`` sweeps
+    it in one compiled program.
+    """
     if local_optimizer is None:
         rate, hp = learning_rate(owner, learning_rate_value)
         return LocalUpdate(rate, None), hp
-    if learning_rate_value is not None:
-        raise ValueError(
-            f"{owner}: give either learning_rate or local_optimizer, not both (got "
-            f"learning_rate={learning_rate_value!r}); the optax transform's own "
-            "learning rate replaces -learning_rate * G."
-        )
     if not (hasattr(local_optimizer, "init") and hasattr(local_optimizer, "update")):
         raise ValueError(
             f"{owner}: local_optimizer must be an optax GradientTransformation (e.g. "
-            f"optax.sgd(0.1, momentum=0.9)); got {type(local_optimizer).__name__}."
+            f"optax.sgd(1.0, momentum=0.9) with learning_rate=0.1); got "
+            f"{type(local_optimizer).__name__}."
         )
     _probe_descent(owner, local_optimizer)
-    return LocalUpdate(Rate(), local_optimizer), {}
+    rate, hp = learning_rate(owner, learning_rate_value, allow_none=True)
+    return LocalUpdate(rate, local_optimizer), hp
 
 
 def _probe_descent(owner: str, optimizer) -> None:

@@ -18,7 +18,6 @@ from .._types import Algorithm
 from ._common import (
     LocalState,
     LocalUpdate,
-    Rate,
     cost,
     dense_bits,
     local_init,
@@ -27,7 +26,6 @@ from ._common import (
     stacked_params,
     structural,
 )
-from ._common import learning_rate as _rate
 
 __all__ = ["centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion"]
 
@@ -54,9 +52,10 @@ def centralized_sgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     Cost per step: 1 gradient; 1 round; ``2 (n−1)/n · 32 d`` bits per worker (ring all-reduce).
 
     Args:
-      learning_rate: η (number or optax schedule); omit when ``local_optimizer`` is given.
-      local_optimizer: optax GradientTransformation run per worker in place of ``−η G`` (its
-        update is averaged).
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); omitted, 1.0.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``; its update
+        replaces ``−η G`` (and is averaged).
 
     Example:
       >>> algo = centralized_sgd(0.1)
@@ -96,9 +95,11 @@ def dsgd(learning_rate=None, *, gossip_every: int = 1, local_optimizer=None) -> 
     Cost per step: 1 gradient; 1 round and ``32 d`` bits on mixing steps, 0 otherwise.
 
     Args:
-      learning_rate: η (number or optax schedule); omit when ``local_optimizer`` is given.
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); omitted, 1.0.
       gossip_every: τ ≥ 1, local steps per communication.
-      local_optimizer: optax GradientTransformation run per worker in place of ``−η G``.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``; its update
+        replaces ``−η G``.
 
     Example:
       >>> algo = dsgd(0.1, gossip_every=4)
@@ -132,6 +133,12 @@ def dpsgd(learning_rate=None, *, local_optimizer=None) -> Algorithm:
 
     Cost per step: 1 gradient, 1 round, ``32 d`` bits.
 
+    Args:
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); omitted, 1.0.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``; its update
+        replaces ``−η G``.
+
     Example:
       >>> algo = dpsgd(0.1)
     """
@@ -148,29 +155,29 @@ class TrackingState(NamedTuple):
     X: Any  # stacked params [n, ...]
     Y: Any  # gradient tracker Y_{t-1} [n, ...] (zeros before the first step)
     G_prev: Any  # G_{t-1} [n, ...] (zeros before the first step)
+    opt: Any  # per-worker optax state of the local optimizer (fed Y_t) or ()
     t: Any  # int32
 
 
 @structural
-def _tracking(rate: Rate):
-    local = LocalUpdate(rate, None)
-
+def _tracking(local: LocalUpdate):
     def init(X, key):
         del key
         Z = tree.zeros_like(X)
-        return TrackingState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
+        return TrackingState(X=X, Y=Z, G_prev=Z, opt=local.init(X), t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
         Y = tree.add(mixer(state.Y), tree.sub(G, state.G_prev))
-        U, _ = local.update(Y, (), state.X, state.t, hp)
+        U, opt = local.update(Y, state.opt, state.X, state.t, hp)
         X = tree.add(mixer(state.X), U)
-        return TrackingState(X, Y, G, state.t + 1), cost(1, 1, dense_bits(state.X, copies=2))
+        return (TrackingState(X, Y, G, opt, state.t + 1),
+                cost(1, 1, dense_bits(state.X, copies=2)))
 
     return init, step, stacked_params
 
 
-def gradient_tracking(learning_rate) -> Algorithm:
+def gradient_tracking(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     """Distributed stochastic gradient tracking, DSGT (Pu & Nedić, 2021).
 
     ``Y_0 = G_0``; ``X_{t+1} = W X_t − η_t Y_t``; ``Y_{t+1} = W Y_t + G_{t+1} − G_t``.
@@ -181,37 +188,53 @@ def gradient_tracking(learning_rate) -> Algorithm:
     Invariant: ``mean(Y_t) = mean(G_t)``. Cost: 1 gradient, 1 round (X and Y travel together),
     ``2 · 32 d`` bits.
 
+    Local optimizer: it is fed the tracker ``Y_t`` (the direction the method steps along) and its
+    update ``U_t`` replaces ``−η_t Y_t``: ``X_{t+1} = W X_t + η_t U_t`` (heavy-ball or Nesterov
+    momentum on the tracked direction). The tracker itself keeps tracking the raw gradients (its
+    recursion needs ``G_t − G_{t−1}``), so ``mean(Y_t) = mean(G_t)`` still holds; with
+    momentum, ``x̄`` then follows momentum SGD on ``mean(G_t)``.
+
+    Args:
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build it with learning rate 1.0); omitted, 1.0.
+      local_optimizer: optax GradientTransformation run per worker on ``Y_t``.
+
     Example:
+      >>> import optax
       >>> algo = gradient_tracking(0.05)
+      >>> gradient_tracking(0.05, local_optimizer=optax.sgd(1.0, momentum=0.9)).hparams
+      {'learning_rate': 0.05}
     """
-    rate, hp = _rate("gradient_tracking", learning_rate)
-    return make("gradient_tracking", _tracking(rate), hp, dict(learning_rate=learning_rate))
+    local, hp = local_update("gradient_tracking", learning_rate, local_optimizer)
+    return make("gradient_tracking", _tracking(local), hp,
+                dict(learning_rate=learning_rate, local_optimizer=local_optimizer))
 
 
 class D2State(NamedTuple):
     X: Any  # X_t [n, ...]
     X_prev: Any  # X_{t-1} (X_0 before the first step)
-    D_prev: Any  # η_{t-1} G_{t-1} (zeros before the first step)
+    U_prev: Any  # the local step U_{t-1} = −η_{t-1} G_{t-1} (zeros before the first step)
+    opt: Any  # per-worker optax state of the local optimizer or ()
     t: Any  # int32
 
 
 @structural
-def _d2_like(rate: Rate, lazy: bool):
+def _d2_like(local: LocalUpdate, lazy: bool):
     def init(X, key):
         del key
-        return D2State(X=X, X_prev=X, D_prev=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
+        return D2State(X=X, X_prev=X, U_prev=tree.zeros_like(X), opt=local.init(X),
+                       t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        eta = rate(hp, state.t)
-        D = tree.scale(eta, G)
-        # 2 X_t − X_{t−1} − η_t G_t + η_{t−1} G_{t−1}; at t = 0 it is X_0 − η_0 G_0.
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        # 2 X_t − X_{t−1} + U_t − U_{t−1} (U = −η G); at t = 0 it is X_0 + U_0.
         Z = jax.tree.map(
-            lambda x, xp, d, dp: 2.0 * x - xp - d + dp, state.X, state.X_prev, D, state.D_prev
+            lambda x, xp, u, up: 2.0 * x - xp + u - up, state.X, state.X_prev, U, state.U_prev
         )
         WZ = mixer(Z)
         X = jax.tree.map(lambda z, wz: 0.5 * (z + wz), Z, WZ) if lazy else WZ
-        return D2State(X, state.X, D, state.t + 1), cost(1, 1, dense_bits(state.X))
+        return D2State(X, state.X, U, opt, state.t + 1), cost(1, 1, dense_bits(state.X))
 
     return init, step, stacked_params
 
@@ -229,7 +252,7 @@ def _check_d2_topology(topology):
         )
 
 
-def d2(learning_rate) -> Algorithm:
+def d2(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     """D² (Tang, Lian, Yan, Zhang, Liu, ICML 2018).
 
     ``X_1 = W (X_0 − η G_0)``; ``X_{t+1} = W (2 X_t − X_{t−1} − η G_t + η G_{t−1})``.
@@ -239,27 +262,52 @@ def d2(learning_rate) -> Algorithm:
     Requires ``λ_min(W) > −1/3`` (checked against the topology before compiling).
     Cost: 1 gradient, 1 round, ``32 d`` bits.
 
+    Local optimizer: it is fed ``G_t``, and its update ``U_t`` (scaled by η_t) replaces
+    ``−η_t G_t``: ``X_{t+1} = W (2 X_t − X_{t−1} + U_t − U_{t−1})``. The recursion uses only
+    the difference of consecutive steps, so ``x̄_{t+1} = x̄_t + mean(U_t)`` (x̄ follows the
+    optimizer on the average); with a transform linear in the gradients (momentum, Nesterov) a
+    fixed point still has ``mean(G) = 0``, so the method stays exact under heterogeneity; a
+    per-worker adaptive scaling (adam) loses that, as it does in every method.
+
+    Args:
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build it with learning rate 1.0); omitted, 1.0.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``.
+
     Example:
       >>> algo = d2(0.05)
     """
-    rate, hp = _rate("d2", learning_rate)
+    local, hp = local_update("d2", learning_rate, local_optimizer)
     return make(
         "d2",
-        _d2_like(rate, False),
+        _d2_like(local, False),
         hp,
-        dict(learning_rate=learning_rate),
+        dict(learning_rate=learning_rate, local_optimizer=local_optimizer),
         validate=_check_d2_topology,
     )
 
 
-def exact_diffusion(learning_rate) -> Algorithm:
+def exact_diffusion(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     """Exact diffusion (Yuan, Ying, Zhao, Sayed 2019): the D² recursion with ``W̄ = (I + W)/2``.
 
     ``X_1 = W̄ (X_0 − η G_0)``; ``X_{t+1} = W̄ (2 X_t − X_{t−1} − η G_t + η G_{t−1})``. ``W̄`` has
     all eigenvalues in [0, 1], so it works on every topology. Cost: 1 gradient, 1 round, ``32 d``.
 
+    Local optimizer: it is fed ``G_t``, and its update ``U_t`` (scaled by η_t) replaces
+    ``−η_t G_t``: ``X_{t+1} = W̄ (2 X_t − X_{t−1} + U_t − U_{t−1})``. The recursion uses only
+    the difference of consecutive steps, so ``x̄_{t+1} = x̄_t + mean(U_t)`` (x̄ follows the
+    optimizer on the average); with a transform linear in the gradients (momentum, Nesterov) a
+    fixed point still has ``mean(G) = 0``, so the method stays exact under heterogeneity; a
+    per-worker adaptive scaling (adam) loses that, as it does in every method.
+
+    Args:
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build it with learning rate 1.0); omitted, 1.0.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``.
+
     Example:
       >>> algo = exact_diffusion(0.05)
     """
-    rate, hp = _rate("exact_diffusion", learning_rate)
-    return make("exact_diffusion", _d2_like(rate, True), hp, dict(learning_rate=learning_rate))
+    local, hp = local_update("exact_diffusion", learning_rate, local_optimizer)
+    return make("exact_diffusion", _d2_like(local, True), hp,
+                dict(learning_rate=learning_rate, local_optimizer=local_optimizer))

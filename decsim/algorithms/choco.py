@@ -15,24 +15,20 @@ over leaves, mean over workers), via :func:`decsim.compression.compress_stacked`
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .. import tree
-from .._checks import integer, is_number, one_of
+from .._checks import one_of
 from .._types import Algorithm, Compressor
 from ..compression import check_compressor, compress_stacked, identity
-from ._common import Rate, cost, local_update, make, stacked_params, structural
-from ._common import learning_rate as _rate
+from ._common import LocalUpdate, cost, local_update, make, stacked_params, structural
 from ._exchange import EXCHANGES, check_gamma, compress_key, gossip_term
 
-__all__ = ["choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd", "deepsqueeze",
-           "tune_gamma"]
+__all__ = ["choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd", "deepsqueeze"]
 
 ORDERS = tuple(EXCHANGES)
 
@@ -112,12 +108,16 @@ def choco_sgd(learning_rate=None, gamma=1.0, compressor=identity(), *, order: st
     Cost per step: 1 gradient, 1 round, ``bits(Q_t)`` per worker.
 
     Args:
-      learning_rate: η (number or optax schedule); omit when ``local_optimizer`` is given.
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); omitted, 1.0.
       gamma: consensus step size γ in (0, 1].
       compressor: a :class:`decsim.Compressor` (biased ones are fine).
       order: ``"paper"`` or ``"parallel"``.
-      local_optimizer: optax GradientTransformation run per worker in place of ``−η G`` (e.g.
-        Nesterov momentum with weight decay as in the ICLR'20 deep-learning runs).
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``; its update
+        replaces ``−η_t G_t`` in ``X½`` (e.g. Nesterov momentum with weight decay as in the
+        ICLR'20 deep-learning runs: ``optax.chain(optax.add_decayed_weights(1e-4),
+        optax.sgd(1.0, momentum=0.9, nesterov=True))`` with ``learning_rate=0.1``). The
+        exchange is unchanged, so ``mean(X_{t+1}) = mean(X_t + U_t)``.
 
     Example:
       >>> import decsim as ds
@@ -255,27 +255,27 @@ class DCDState(NamedTuple):
     """State of DCD-PSGD."""
 
     X: Any  # iterates [n, ...] (identical to every neighbour's replica of them)
+    opt: Any  # per-worker optax state of the local optimizer or ()
     t: Any  # int32
 
 
 @structural
-def _dcd(rate: Rate, compressor: Compressor):
+def _dcd(local: LocalUpdate, compressor: Compressor):
     def init(X, key):
         del key
-        return DCDState(X=X, t=jnp.zeros((), jnp.int32))
+        return DCDState(X=X, opt=local.init(X), t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        eta = rate(hp, state.t)
-        delta = jax.tree.map(lambda wx, g, x: wx - jnp.asarray(eta).astype(x.dtype) * g - x,
-                             mixer(state.X), G, state.X)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        delta = jax.tree.map(lambda wx, u, x: wx + u - x, mixer(state.X), U, state.X)
         Q, bits = compress_stacked(compressor, compress_key(key), delta)
-        return DCDState(tree.add(state.X, Q), state.t + 1), cost(1, 1, bits)
+        return DCDState(tree.add(state.X, Q), opt, state.t + 1), cost(1, 1, bits)
 
     return init, step, stacked_params
 
 
-def dcd_psgd(learning_rate, compressor) -> Algorithm:
+def dcd_psgd(learning_rate, compressor, *, local_optimizer=None) -> Algorithm:
     """DCD-PSGD (Tang, Gan, Zhang, Zhang, Liu, NeurIPS 2018): compress the change of the iterate.
 
     ``X_{t+1} = X_t + C(W X_t − η_t G_t − X_t)``, C per worker. Each worker sends ``C(·)`` and its
@@ -283,26 +283,32 @@ def dcd_psgd(learning_rate, compressor) -> Algorithm:
     unbiased compressor with small variance; with a high-variance one (unbiased rand-1%) it
     diverges at learning rates where Choco-SGD converges, as the Choco papers report.
 
+    Local optimizer: it is fed ``G_t`` and its update ``U_t`` replaces ``−η_t G_t``:
+    ``X_{t+1} = X_t + C(W X_t + U_t − X_t)``.
+
     Cost per step: 1 gradient, 1 round, ``bits(C(·))`` per worker.
 
     Args:
-      learning_rate: η (number or optax schedule).
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); ``None``, 1.0.
       compressor: an unbiased :class:`decsim.Compressor` (``compressor.unbiased``), else
         ``ValueError``.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``.
 
     Example:
       >>> import decsim.compression as C
       >>> algo = dcd_psgd(0.05, C.qsgd(16, unbiased=True))
     """
-    rate, hp = _rate("dcd_psgd", learning_rate)
+    local, hp = local_update("dcd_psgd", learning_rate, local_optimizer)
     check_compressor(compressor)
     if not compressor.unbiased:
         raise ValueError(f"dcd_psgd requires an unbiased compressor (E C(x) = x); got "
                          f"{compressor.name} (unbiased=False). Use e.g. rand_k(fraction, "
                          "unbiased=True) or qsgd(levels, unbiased=True), or choco_sgd, which "
                          "handles biased compressors.")
-    return make("dcd_psgd", _dcd(rate, compressor), hp,
-                dict(learning_rate=learning_rate, compressor=compressor))
+    return make("dcd_psgd", _dcd(local, compressor), hp,
+                dict(learning_rate=learning_rate, compressor=compressor,
+                     local_optimizer=local_optimizer))
 
 
 class DeepSqueezeState(NamedTuple):
@@ -310,170 +316,54 @@ class DeepSqueezeState(NamedTuple):
 
     X: Any  # iterates [n, ...]
     E: Any  # compression error carried to the next step [n, ...] (zeros at start)
+    opt: Any  # per-worker optax state of the local optimizer or ()
     t: Any  # int32
 
 
 @structural
-def _deepsqueeze(rate: Rate, compressor: Compressor):
+def _deepsqueeze(local: LocalUpdate, compressor: Compressor):
     def init(X, key):
         del key
-        return DeepSqueezeState(X=X, E=tree.zeros_like(X), t=jnp.zeros((), jnp.int32))
+        return DeepSqueezeState(X=X, E=tree.zeros_like(X), opt=local.init(X),
+                                t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = oracle(state.X, key)
-        eta = rate(hp, state.t)
-        X_half = jax.tree.map(lambda x, g: x - jnp.asarray(eta).astype(x.dtype) * g, state.X, G)
+        U, opt = local.update(G, state.opt, state.X, state.t, hp)
+        X_half = tree.add(state.X, U)
         V = tree.add(X_half, state.E)
         Q, bits = compress_stacked(compressor, compress_key(key), V)
         X = tree.add(X_half, gossip_term(hp["gamma"], mixer(Q), Q))
-        return DeepSqueezeState(X, tree.sub(V, Q), state.t + 1), cost(1, 1, bits)
+        return DeepSqueezeState(X, tree.sub(V, Q), opt, state.t + 1), cost(1, 1, bits)
 
     return init, step, stacked_params
 
 
-def deepsqueeze(learning_rate, gamma, compressor) -> Algorithm:
+def deepsqueeze(learning_rate, gamma, compressor, *, local_optimizer=None) -> Algorithm:
     """DeepSqueeze (Tang, Lian, Yu, Zhang, Liu 2019): error-compensated compressed gossip.
 
     ``X½ = X_t − η_t G_t``; ``V = X½ + E_t``; ``Q = C(V)``; ``E_{t+1} = V − Q``;
     ``X_{t+1} = X½ + γ (W − I) Q`` (``E_0 = 0``). Works with biased compressors.
 
+    Local optimizer: it is fed ``G_t`` and its update ``U_t`` replaces ``−η_t G_t`` in ``X½``
+    (``X½ = X_t + U_t``); the error feedback is unchanged.
+
     Cost per step: 1 gradient, 1 round, ``bits(Q)`` per worker.
 
     Args:
-      learning_rate: η (number or optax schedule).
+      learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its
+        update (build the optimizer with learning rate 1.0); ``None``, 1.0.
       gamma: consensus step size in (0, 1].
       compressor: a :class:`decsim.Compressor`.
+      local_optimizer: optax GradientTransformation run per worker on ``G_t``.
 
     Example:
       >>> import decsim.compression as C
       >>> algo = deepsqueeze(0.05, 0.2, C.sign())
     """
-    rate, hp = _rate("deepsqueeze", learning_rate)
+    local, hp = local_update("deepsqueeze", learning_rate, local_optimizer)
     hp["gamma"] = check_gamma("deepsqueeze", gamma)
     check_compressor(compressor)
-    return make("deepsqueeze", _deepsqueeze(rate, compressor), hp,
-                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor))
-
-
-# ---------------------------------------------------------------------------------------------
-# the consensus step size γ (the Choco code's tuner)
-
-
-# Final errors below this fraction of the initial one count as converged (float32 round-off lies
-# near 1e-15 of it): among converged candidates the fastest wins, not the luckiest residue.
-TUNE_FLOOR = 1e-10
-
-
-def _tuning_error(X, X_hat):
-    """``||X − x̄||² + ||X − X̂||²`` over all workers and leaves."""
-    centred = jax.tree.map(lambda a: a - jnp.mean(a, axis=0, keepdims=True), X)
-    lag = jax.tree.map(jnp.subtract, X, X_hat)
-    return sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(centred) + jax.tree.leaves(lag))
-
-
-@structural
-def _tuner(compressor: Compressor, rounds: int):
-    """One program: ``rounds`` Choco-Gossip rounds for every γ of a grid (vmapped over γ, the
-    hyperparameter that travels as data). Returns per γ the final error, the first round at which
-    the error fell below the convergence floor (``rounds`` if never), and the floor."""
-    from ..gossip import Mixer
-
-    init, step, _ = _choco_gossip(compressor)
-
-    def one(gamma, X0, W, key):
-        mixer = Mixer(W=W, lam=jnp.zeros((), jnp.float32))
-        state = init(X0, key)
-        floor = jnp.float32(TUNE_FLOOR) * _tuning_error(state.X, state.X_hat)
-
-        def body(carry, t):
-            state, hit = carry
-            state, _ = step(state, {"gamma": gamma}, None, mixer, jax.random.fold_in(key, t))
-            below = _tuning_error(state.X, state.X_hat) <= floor
-            hit = jnp.where((hit == rounds) & below, t + 1, hit)
-            return (state, hit), None
-
-        (state, hit), _ = jax.lax.scan(body, (state, jnp.asarray(rounds, jnp.int32)),
-                                       jnp.arange(rounds, dtype=jnp.int32))
-        return _tuning_error(state.X, state.X_hat), hit, floor
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
-
-
-def tune_gamma(topology, compressor: Compressor, d, *, seed: int = 0, rounds: int = 1000,
-               grid: Sequence[float] | None = None, full_output: bool = False):
-    """Pick Choco's consensus step size γ for a compressor on a topology (the Choco code's tuner).
-
-    Runs ``choco_gossip(γ, compressor)`` for ``rounds`` rounds from Gaussian vectors
-    ``x_i ~ N(0, I_d)`` (one per worker, drawn from ``seed``) for every γ of ``grid`` (default
-    ``logspace(-3, 0, 20)``) and returns the γ minimising ``||X − x̄||² + ||X − X̂||²`` at the end.
-    All γ run as one vmapped program (γ is data: one compilation per compressor, shapes and round
-    count).
-
-    Deviation (documented): the Choco code compares final errors in float64. In float32 several γ
-    reach round-off level within the rounds (e.g. every γ above ~0.1 for ``identity()`` or 16-level
-    qsgd on a ring of 9 with d = 2000), and their residues are noise. So final errors below
-    ``1e-10 ×`` the initial one count as converged and tie; among them the γ that got there in the
-    fewest rounds wins (then the larger γ). Where no candidate converges this is exactly the Choco
-    rule. Diverged candidates (NaN/inf) are never chosen.
-
-    Args:
-      topology: a :class:`decsim.topology.Topology` (its ``W`` is used).
-      compressor: the compressor Choco will use.
-      d: vector size (an int), or a sequence of leaf sizes to tune layer-wise as the model will be
-        compressed: ``ds.tree.leaf_sizes(problem.params0)``.
-      seed: seed of the Gaussian vectors and of the compressor's randomness.
-      rounds: gossip rounds per candidate.
-      grid: candidate γ values in (0, 1].
-      full_output: also return the grid and the final errors.
-
-    Returns:
-      γ (a float); with ``full_output=True``, ``(γ, grid, errors)`` (numpy arrays).
-
-    Example:
-      >>> import decsim as ds
-      >>> g = tune_gamma(ds.topology.ring(9, weights="uniform"), ds.compression.top_k(0.1), 50,
-      ...                rounds=200)
-      >>> 0.001 <= g <= 1.0
-      True
-    """
-    W = getattr(topology, "W", None)
-    if W is None or np.ndim(W) != 2:
-        raise ValueError(f"topology must be a decsim Topology (e.g. decsim.topology.ring(9)); got "
-                         f"{type(topology).__name__}.")
-    check_compressor(compressor)
-    sizes = ((d,) if isinstance(d, numbers.Integral)
-             else tuple(d) if isinstance(d, (list, tuple)) else None)
-    if not sizes or any(not is_number(s) or not isinstance(s, numbers.Integral) or s < 1
-                        for s in sizes):
-        raise ValueError(
-            f"d must be a positive integer (the vector size) or a sequence of positive "
-            f"leaf sizes; got d={d!r}."
-        )
-    rounds = integer("rounds", rounds)
-    grid = np.logspace(-3, 0, 20) if grid is None else np.asarray(grid, np.float64).reshape(-1)
-    if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0) or np.any(grid > 1):
-        raise ValueError(f"grid must be a non-empty sequence of gammas in (0, 1]; got {grid!r}.")
-    n = int(np.shape(W)[0])
-    rng = np.random.default_rng(seed)
-    X0 = [jnp.asarray(rng.normal(size=(n, int(s))), jnp.float32) for s in sizes]
-    program = _tuner(compressor, rounds)
-    errors, hits, floor = program(
-        jnp.asarray(grid, jnp.float32), X0, jnp.asarray(W, jnp.float32), jax.random.PRNGKey(seed)
-    )
-    errors, hits, floor = (
-        np.asarray(errors, np.float64),
-        np.asarray(hits),
-        float(np.asarray(floor)[0]),
-    )
-    finite = np.isfinite(errors)
-    if not finite.any():
-        raise ValueError(
-            f"every gamma in the grid diverged for {compressor.name} on this topology; "
-            "try a grid of smaller values."
-        )
-    # lexicographic: final error (converged ones tie at the floor), then the round at which the
-    # floor was reached, then the larger gamma
-    score = np.where(finite, np.maximum(errors, floor), np.inf)
-    order = np.lexsort((-grid, hits, score))
-    gamma = float(grid[order[0]])
-    return (gamma, grid, errors) if full_output else gamma
+    return make("deepsqueeze", _deepsqueeze(local, compressor), hp,
+                dict(learning_rate=learning_rate, gamma=gamma, compressor=compressor,
+                     local_optimizer=local_optimizer))

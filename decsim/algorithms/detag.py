@@ -17,8 +17,7 @@ import jax.numpy as jnp
 from .. import tree
 from .._checks import boolean, integer
 from .._types import Algorithm
-from ._common import LocalUpdate, Rate, cost, dense_bits, make, stacked_params, structural
-from ._common import learning_rate as _rate
+from ._common import LocalUpdate, cost, dense_bits, local_update, make, stacked_params, structural
 
 __all__ = ["detag", "accelerated_gossip"]
 
@@ -62,32 +61,32 @@ class DetagState(NamedTuple):
     X: Any  # X_k, stacked params [n, ...]
     Y: Any  # tracker Y_k [n, ...] (Y_0 = 0)
     G_prev: Any  # Ḡ_{k−1} [n, ...] (0 before the first phase)
+    opt: Any  # per-worker optax state of the local optimizer (fed Y½) or ()
     t: Any  # int32 phase counter k
 
 
 @structural
-def _detag(rate: Rate, rounds: int, accelerate: bool):
-    local = LocalUpdate(rate, None)
-
+def _detag(local: LocalUpdate, rounds: int, accelerate: bool):
     def init(X, key):
         del key
         Z = tree.zeros_like(X)
-        return DetagState(X=X, Y=Z, G_prev=Z, t=jnp.zeros((), jnp.int32))
+        return DetagState(X=X, Y=Z, G_prev=Z, opt=local.init(X), t=jnp.zeros((), jnp.int32))
 
     def step(state, hp, oracle, mixer, key):
         G = accumulated_gradient(oracle, state.X, key, rounds)
         Y_half = tree.add(state.Y, tree.sub(G, state.G_prev))
-        U, _ = local.update(Y_half, (), state.X, state.t, hp)
+        U, opt = local.update(Y_half, state.opt, state.X, state.t, hp)
         X_half = tree.add(state.X, U)
         mu = momentum_coefficient(mixer.lam) if accelerate else jnp.zeros_like(mixer.lam)
         X, Y = accelerated_rounds(mixer, (X_half, Y_half), rounds, mu)
-        return (DetagState(X, Y, G, state.t + 1),
+        return (DetagState(X, Y, G, opt, state.t + 1),
                 cost(rounds, rounds, rounds * dense_bits(state.X, copies=2)))
 
     return init, step, stacked_params
 
 
-def detag(learning_rate, rounds: int, *, accelerate: bool = True) -> Algorithm:
+def detag(learning_rate, rounds: int, *, accelerate: bool = True,
+          local_optimizer=None) -> Algorithm:
     """DeTAG: gradient tracking with accelerated gossip and gradient accumulation.
 
     One step is one phase k: R gradient evaluations per worker at the same point (R independent
@@ -104,19 +103,27 @@ def detag(learning_rate, rounds: int, *, accelerate: bool = True) -> Algorithm:
 
     Cost per step: R gradients, R rounds, ``R · 2 · 32 d`` bits (X and Y travel together).
 
+    Local optimizer: it is fed the tracker ``Y½`` (the direction of the phase; the tracker
+    itself keeps tracking the raw accumulated gradients Ḡ) and its update ``U_k`` replaces
+    ``−η_k Y½``: ``X½ = X_k + U_k``. Its state advances once per phase.
+
     Args:
-      learning_rate: η (number or optax schedule of the phase counter).
+      learning_rate: η (number or optax schedule of the phase counter). With
+        ``local_optimizer``: a multiplier of its update (build the optimizer with learning rate
+        1.0); ``None``, 1.0.
       rounds: R ≥ 1, gradients and gossip rounds per phase.
       accelerate: use Liu–Morse acceleration (μ from the topology's lam).
+      local_optimizer: optax GradientTransformation run per worker on ``Y½``.
 
     Example:
       >>> algo = detag(0.1, rounds=4)
     """
-    rate, hp = _rate("detag", learning_rate)
+    local, hp = local_update("detag", learning_rate, local_optimizer)
     rounds = integer("rounds", rounds)
     accelerate = boolean("accelerate", accelerate)
-    return make("detag", _detag(rate, rounds, accelerate), hp,
-                dict(learning_rate=learning_rate, rounds=rounds, accelerate=accelerate))
+    return make("detag", _detag(local, rounds, accelerate), hp,
+                dict(learning_rate=learning_rate, rounds=rounds, accelerate=accelerate,
+                     local_optimizer=local_optimizer))
 
 
 class AcceleratedGossipState(NamedTuple):

@@ -27,8 +27,7 @@ from .. import tree
 from .._checks import integer, nonnegative, one_of
 from .._types import Algorithm
 from ..compression import dithered, identity
-from ._common import LocalUpdate, Rate, make
-from ._common import learning_rate as _rate
+from ._common import Rate, local_update, make
 from ._exchange import check_gamma
 from .choco import compressed_sgd
 
@@ -59,18 +58,29 @@ def _sparsity(state):
 
 
 def malcom_psgd(learning_rate, gamma, l1, *, levels: int | None = 16,
-                coder: str = "elias") -> Algorithm:
+                coder: str = "elias", local_optimizer=None) -> Algorithm:
     """MALCOM-PSGD: Choco-style compressed gossip of dithered-quantized differences, an l1 prox
     step, and entropy-coded messages.
 
+    Local optimizer: it is fed ``G_t`` and its update ``U_t`` replaces ``−η_t G_t`` in ``X½``
+    (``X½ = X_t + U_t``), before the exchange and the prox; the prox threshold stays
+    ``η_t μ`` with ``η_t`` the learning rate. The optimizer's own step size is invisible to the
+    prox, so build the optimizer with learning rate 1.0 and give ``learning_rate`` (required
+    with it): ``malcom_psgd(0.1, 0.5, 1e-3, local_optimizer=optax.sgd(1.0, momentum=0.9))``.
+    (For the prox of the l1 term to be a proximal-gradient step, the optimizer must not itself
+    add l1-type terms.)
+
     Args:
-      learning_rate: η (number or optax schedule).
+      learning_rate: η (number or optax schedule); with ``local_optimizer``, also the
+        multiplier of its update.
       gamma: consensus step size γ.
       l1: μ ≥ 0, weight of the l1 penalty (the prox threshold is η μ).
       levels: s, levels of the dithered quantizer; ``None`` for exact (unquantized) messages,
         which with ``l1 = 0`` is ``choco_sgd(order="paper")`` with the identity compressor.
       coder: ``"elias"`` (exact Elias-gamma code length, section 7) or ``"fixed"`` (the
         fixed-length qsgd count ``d (1 + ceil(log2(s+1))) + 32``, for comparison).
+      local_optimizer: optax GradientTransformation run per worker on ``G_t`` (built with
+        learning rate 1.0).
 
     Cost per step: 1 gradient, 1 round, the coded bits of ``Q_t``. Metrics add ``sparsity``, the
     fraction of exact zeros in the worker average x̄.
@@ -78,7 +88,14 @@ def malcom_psgd(learning_rate, gamma, l1, *, levels: int | None = 16,
     Example:
       >>> algo = malcom_psgd(0.1, 0.5, 1e-3, levels=16)
     """
-    rate, hp = _rate("malcom_psgd", learning_rate)
+    if local_optimizer is not None and learning_rate is None:
+        raise ValueError(
+            "malcom_psgd: with local_optimizer, give learning_rate too (got learning_rate=None): "
+            "the l1 prox needs the step size η (threshold η·l1), which an optax transform "
+            "hides. Build the optimizer with learning rate 1.0 and pass learning_rate=η, e.g. "
+            "malcom_psgd(0.1, gamma, l1, local_optimizer=optax.sgd(1.0, momentum=0.9))."
+        )
+    local, hp = local_update("malcom_psgd", learning_rate, local_optimizer)
     hp["gamma"] = check_gamma("malcom_psgd", gamma)
     hp["l1"] = nonnegative("l1", l1)
     coder = one_of("coder", coder, CODERS, what="MALCOM coder")
@@ -87,7 +104,8 @@ def malcom_psgd(learning_rate, gamma, l1, *, levels: int | None = 16,
     else:
         compressor = dithered(integer("levels", levels), coder=coder)
     # the same key use as choco_sgd (oracle: the step key), so the reduction to it is exact
-    parts = compressed_sgd(LocalUpdate(rate, None), compressor, "paper", L1Prox(rate))
+    parts = compressed_sgd(local, compressor, "paper", L1Prox(local.rate))
     return make("malcom_psgd", parts, hp,
-                dict(learning_rate=learning_rate, gamma=gamma, l1=l1, levels=levels, coder=coder),
+                dict(learning_rate=learning_rate, gamma=gamma, l1=l1, levels=levels, coder=coder,
+                     local_optimizer=local_optimizer),
                 extra_metrics=_sparsity)

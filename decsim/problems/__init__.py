@@ -14,7 +14,19 @@ Example:
     (8, True)
 """
 
-from . import adapters, augment, classification, evaluate, fm, images, objective, synthetic
+from . import (
+            adapters,
+            augment,
+            classification,
+            conv,
+            evaluate,
+            fm,
+            images,
+            nets,
+            objective,
+            synthetic,
+            vision,
+)
 from .adapters import equinox_parts, flax_parts, from_equinox, from_flax
 from .classification import dense, logistic_regression, mlp
 from .custom import custom
@@ -23,14 +35,16 @@ from .fm import FM_PARTITIONS, auc, factorization_machine
 from .images import IMAGE_DATASETS, image_shape, load_images
 from .objective import full_loss, optimum, oracle
 from .synthetic import consensus, quadratic
+from .vision import cnn, resnet20
 
 # name -> constructor of the problems a config can name (first argument n_workers)
 REGISTRY = {name: getattr(module, name)
-            for module in (synthetic, classification, fm)
+            for module in (synthetic, classification, fm, vision)
             for name in module.__all__ if name not in ("dense", "auc")}
 
 __all__ = [  # spelled out (a test checks it holds every REGISTRY entry)
-    "quadratic", "consensus", "logistic_regression", "mlp", "factorization_machine",
+    "quadratic", "consensus", "logistic_regression", "mlp", "factorization_machine", "cnn",
+    "resnet20", "vision", "nets", "conv",
     "REGISTRY", "custom", "dense", "auc", "full_loss", "optimum", "oracle", "objective",
     "FM_PARTITIONS", "classification", "fm", "synthetic", "evaluate", "with_evaluation",
     "from_flax", "from_equinox", "flax_parts", "equinox_parts", "adapters",

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from .. import data as _data
-from .._checks import boolean, integer
+from .._checks import boolean, integer, one_of
 from .._types import Problem
 from . import augment as _augment
 from . import images, nets
@@ -43,10 +43,19 @@ def augmented_loss(loss_fn, padding: int, flip: bool):
     return loss
 
 
+@functools.cache
+def _jitted_init(init):
+    """The model's ``init`` compiled once (eagerly it would compile every layer's operations)."""
+    return jax.jit(init, static_argnums=(1, 2))
+
+
 def _workload(kind, model, n_workers, dataset, partition, alpha, shards_per_worker, batch_size,
               data_dir, train_size, test_size, augment, init, model_state_mixing, sampling,
               compute_dtype, eval_batch_size, eval_subsample, worker_metrics, seed) -> Problem:
     n = integer("n_workers", n_workers)
+    if isinstance(dataset, str):
+        dataset = dataset.lower().replace("-", "_")
+    one_of("dataset", dataset, images.IMAGE_DATASETS)
     Xtr, ytr = images.load_images(dataset, data_dir=data_dir, split="train", seed=seed,
                                   size=train_size)
     Xte, yte = images.load_images(dataset, data_dir=data_dir, split="test", seed=seed,
@@ -56,7 +65,8 @@ def _workload(kind, model, n_workers, dataset, partition, alpha, shards_per_work
     (xs, ys), counts = _data.stack([Xtr, ytr], parts)
     n_classes = int(max(ytr.max(), yte.max())) + 1
     shape = tuple(Xtr.shape[1:])
-    _, state0 = model.init(jax.random.PRNGKey(seed), shape, n_classes)
+    init_fn = _jitted_init(model.init)
+    _, state0 = init_fn(jax.random.PRNGKey(seed), shape, n_classes)
     loss_fn = nets.classifier_loss(model.apply)
     if augment:
         if shape[1] == 1:
@@ -65,7 +75,7 @@ def _workload(kind, model, n_workers, dataset, partition, alpha, shards_per_work
         loss_fn = augmented_loss(loss_fn, 4 if shape[0] >= 16 else 1, True)
     prob = custom(
         loss_fn,
-        lambda key: model.init(key, shape, n_classes)[0],
+        lambda key: init_fn(key, shape, n_classes)[0],
         {"x": xs, "y": ys},
         model_state=state0,
         batch_size=batch_size,
