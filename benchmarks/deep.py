@@ -395,10 +395,11 @@ def fmt_rate(n: int, step_s: list) -> str:
 
 
 def print_group(net: str, n: int, group: list) -> None:
-    """The table rows of one (network, n): the ratio is against the median of all the loop's
-    timings (it runs before and after decsim's)."""
-    loop = [t for r in group if r["side"] == "torch" for t in r["step_s"]]
-    loop_rate = n / statistics.median(loop) if loop else None
+    """The table rows of one (network, n). The loop runs before and after decsim; the ratio is
+    against the faster of its two medians (on a shared machine PyTorch's threads can slow down
+    100-fold while another job holds a core, so the slower run measures the other job)."""
+    loop = [n / statistics.median(r["step_s"]) for r in group if r["side"] == "torch"]
+    loop_rate = max(loop) if loop else None
     for r in group:
         med = n / statistics.median(r["step_s"])
         ratio = f"{med / loop_rate:6.2f}" if loop_rate else f"{'':6}"
