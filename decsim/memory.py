@@ -5,7 +5,8 @@ subsample), the carry (the algorithm state, which keeps one to four stacked copi
 parameters, and the model state), the params snapshots of one call (``chunks + 1`` of them), and
 the working memory of the largest computation in flight: the gradient evaluations of the workers
 that run at the same time (all n with ``workers="vmap"``, one with ``"map"``, c with chunks of
-c), or the metrics of one evaluation chunk. The working memory of a computation is bounded by the
+c), or the metrics of one evaluation chunk (a forward pass, and a backward one when
+``grad_norm_sq`` is computed). The working memory of a computation is bounded by the
 bytes of every intermediate value in its jaxpr (what a backward pass may keep; XLA reuses buffers,
 so the true figure is lower): this is what the estimate counts, per worker, from
 ``jax.make_jaxpr`` (tracing only; nothing compiles or runs).
@@ -140,7 +141,10 @@ def memory_estimate(algorithm, problem: Problem, *, workers="vmap", seeds: int =
     chunk = rows if ev.batch_size is None else min(rows, ev.batch_size)
     eval_rows_spec = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct((chunk,) + np.shape(a)[2:], _dtype(a)), problem.data)
-    evaluation_bytes = intermediate_bytes(jax.grad(evaluate), one, one_state, eval_rows_spec)
+    from .problems.evaluate import grad_norm_on
+
+    eval_fn = jax.grad(evaluate) if grad_norm_on(problem) else evaluate  # forward only without
+    evaluation_bytes = intermediate_bytes(eval_fn, one, one_state, eval_rows_spec)  # grad norm
     carry = seeds * (_nbytes(state) + _nbytes(model))
     snaps = seeds * snapshots * (_nbytes(params0) + _nbytes(model))
     work = max(per_worker * in_flight * seeds, evaluation_bytes)

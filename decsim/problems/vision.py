@@ -108,7 +108,7 @@ def cnn(n_workers: int, *, dataset: str = "digits", partition: str = "iid", alph
         augment: bool = False, init: str = "same", model_state_mixing: str = "local",
         sampling: str = "replacement", compute_dtype=None, eval_batch_size: int | None = 1024,
         eval_subsample: int | None = None, worker_metrics: bool = False,
-        seed: int = 0) -> Problem:
+        conv_impl: str = "matmul", seed: int = 0) -> Problem:
     """A LeNet-style CNN (:func:`decsim.problems.nets.lenet`) on an image data set.
 
     Args:
@@ -126,6 +126,9 @@ def cnn(n_workers: int, *, dataset: str = "digits", partition: str = "iid", alph
       init: ``"same"`` (every worker starts at one draw) or ``"independent"`` (one draw each).
       model_state_mixing, sampling, compute_dtype, eval_batch_size, eval_subsample,
         worker_metrics: as in :func:`decsim.problems.custom`.
+      conv_impl: the convolution of :func:`decsim.problems.conv.conv2d`; ``"matmul"`` (the
+        default here) was the fastest for this small CNN inside the compiled loop, under both
+        ``workers="map"`` and ``"vmap"`` (``benchmarks/README.md``, "Deep networks").
       seed: seed of the split, the partition and the initial parameters.
 
     Example:
@@ -135,7 +138,7 @@ def cnn(n_workers: int, *, dataset: str = "digits", partition: str = "iid", alph
       ((8, 8, 1), True)
     """
     model = nets.lenet(channels=tuple(channels), kernel_sizes=tuple(kernel_sizes),
-                       hidden=tuple(hidden), dropout=dropout)
+                       hidden=tuple(hidden), dropout=dropout, impl=conv_impl)
     return _workload("cnn", model, n_workers, dataset, partition, alpha, shards_per_worker,
                      batch_size, data_dir, train_size, test_size, boolean("augment", augment),
                      init, model_state_mixing, sampling, compute_dtype, eval_batch_size,
@@ -148,14 +151,16 @@ def resnet20(n_workers: int, *, dataset: str = "cifar10", partition: str = "iid"
              augment: bool = True, init: str = "same", model_state_mixing: str = "local",
              sampling: str = "replacement", compute_dtype=None,
              eval_batch_size: int | None = 500, eval_subsample: int | None = None,
-             worker_metrics: bool = False, seed: int = 0) -> Problem:
+             worker_metrics: bool = False, conv_impl: str = "hybrid",
+             seed: int = 0) -> Problem:
     """He et al.'s CIFAR ResNet-20 (:func:`decsim.problems.nets.resnet20`, BatchNorm, option-A
     shortcuts, about 0.27M parameters) on an image data set, with the CIFAR augmentation (random
     crop with padding 4 and horizontal flip) by default: the network of the Choco-SGD and DeTAG
     experiments.
 
     Args: as :func:`cnn` (default data set ``"cifar10"``, read from ``data_dir``; use
-    ``"synthetic_cifar"`` to measure throughput without the files).
+    ``"synthetic_cifar"`` to measure throughput without the files; ``conv_impl`` defaults to
+    ``"hybrid"``, the fastest for ResNet-20 inside the compiled loop).
 
     Example:
       >>> import decsim as ds
@@ -164,7 +169,7 @@ def resnet20(n_workers: int, *, dataset: str = "cifar10", partition: str = "iid"
       >>> prob.info["n_params"], sorted(prob.model_state0)  # 1 input channel; BatchNorm stats
       (269434, ['stages', 'stem'])
     """
-    return _workload("resnet20", nets.resnet20(), n_workers, dataset, partition, alpha,
-                     shards_per_worker, batch_size, data_dir, train_size, test_size,
+    return _workload("resnet20", nets.resnet20(impl=conv_impl), n_workers, dataset, partition,
+                     alpha, shards_per_worker, batch_size, data_dir, train_size, test_size,
                      boolean("augment", augment), init, model_state_mixing, sampling,
                      compute_dtype, eval_batch_size, eval_subsample, worker_metrics, seed)
