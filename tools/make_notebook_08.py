@@ -44,7 +44,7 @@ problems = {p: problem(p) for p in ("iid", "sorted")}
 prob = problems["iid"]
 steps_per_epoch = int(prob.counts.mean()) // prob.batch_size
 print(prob.name, prob.info["n_params"], "parameters;", steps_per_epoch, "steps per epoch")
-print("classes per worker (sorted):", (problems["sorted"].info["label_counts"] > 0).sum(axis=1))"""),
+print("classes per worker (sorted):", (problems["sorted"].info["label_counts"] > 0).sum(axis=1))"""),  # noqa: E501
     ("md", """## The algorithms
 
 All-reduce is centralized SGD (exact averaging every step). D-SGD gossips full vectors; Choco-SGD
