@@ -119,9 +119,9 @@ def _is_pairs(padding) -> bool:
 
 
 def conv2d(x, w, *, stride: int = 1, padding="SAME", impl: str = DEFAULT_IMPL):
-    """2-D cross-correlation
-    ``y[b, i, j, o] = sum_{di, dj, c} xp[b, s*i+di, s*j+dj, c] w[di, dj, c, o]``.
+    """2-D convolution (cross-correlation), NHWC input and HWIO kernel.
 
+    ``y[b, i, j, o] = sum_{di, dj, c} xp[b, s*i + di, s*j + dj, c] * w[di, dj, c, o]``, where
     ``xp`` is ``x`` zero-padded per ``padding``; the result equals
     ``lax.conv_general_dilated(x, w, (s, s), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))``
     for every ``impl`` (see the module docstring for what each one trades).
@@ -180,7 +180,9 @@ def _weight_grad(x, g, w_shape, stride, pads):
     # so it is the cheaper one to transpose, and the dot is a standard row-major matmul
     kh, kw, ci, co = w_shape
     patches = _patches(x, kh, kw, stride, pads).reshape(-1, kh * kw * ci)
-    return (_t(g.reshape(-1, co)) @ patches).T.reshape(w_shape)
+    # (the barrier keeps XLA from folding the final transpose into the dot, which would then
+    # contract the patches' major axis)
+    return lax.optimization_barrier(_t(g.reshape(-1, co)) @ patches).T.reshape(w_shape)
 
 
 def _im2col(x, w, stride, pads):
@@ -203,8 +205,17 @@ def _matmul_fwd(x, w, stride, pads):
     return _im2col(x, w, stride, pads), (x, w)
 
 
+def _after(x, g):
+    """``x``, made to depend on ``g`` (``x + 0 * g[0]``; XLA does not fold ``0 * a`` for floats),
+    so the scheduler cannot rebuild the backward pass's patches from ``x`` before ``g`` exists.
+    Without it XLA:CPU builds every layer's patch matrix during the forward pass and keeps them
+    all alive, as ``"im2col"`` does. (An optimization barrier is not enough: XLA removes barriers
+    before scheduling.)"""
+    return x + jnp.zeros((), x.dtype) * g.reshape(-1)[0].astype(x.dtype)
+
+
 def _matmul_bwd(stride, pads, res, g):
-    x, w = res
+    x, w = _after(res[0], g), res[1]
     kh, kw, ci, co = w.shape
     dpatches = (g.reshape(-1, co) @ _t(w.reshape(-1, co))).reshape(g.shape[:3] + (kh * kw * ci,))
     # the transpose of the (linear) patch extraction: pads and adds, no convolution
@@ -252,7 +263,7 @@ def _hybrid_fwd(x, w, stride, pads):
 
 
 def _hybrid_bwd(stride, pads, res, g):
-    x, w = res
+    x, w = _after(res[0], g), res[1]
     return (_input_grad(g, w, x.shape, stride, pads),
             _weight_grad(x, g, w.shape, stride, pads))
 
