@@ -61,7 +61,7 @@ import json
 import numbers
 from typing import Any, NamedTuple
 
-from . import _canonical as canon
+from ._canonical import arguments, as_table, canonical_call, check_int, unknown_name
 from ._checks import closest
 from ._registries import (
     algorithms,
@@ -100,7 +100,7 @@ def canonical(cfg: dict) -> dict:
     values of every factory are filled in. Raises ``ValueError`` on anything unknown or missing.
     """
     _check_keys(cfg)
-    n = canon.check_int("n_workers", cfg["n_workers"], 1)
+    n = check_int("n_workers", cfg["n_workers"], 1)
     steps, eval_every = _steps(cfg)
     out: dict = {
         "algorithm": _canonical_algorithm(cfg["algorithm"]),
@@ -135,10 +135,10 @@ def _check_keys(cfg) -> None:
 
 def _steps(cfg: dict) -> tuple:
     """``(steps, eval_every)``, checked (eval_every divides steps; it may be None)."""
-    steps = canon.check_int("steps", cfg["steps"], 0)
+    steps = check_int("steps", cfg["steps"], 0)
     eval_every = cfg.get("eval_every")
     if eval_every is not None:
-        eval_every = canon.check_int("eval_every", eval_every, 1)
+        eval_every = check_int("eval_every", eval_every, 1)
         if steps % eval_every:
             lo = steps // eval_every * eval_every
             raise ValueError(
@@ -150,12 +150,12 @@ def _steps(cfg: dict) -> tuple:
 
 
 def _canonical_algorithm(value) -> dict:
-    table = canon.as_table(value, "algorithm")
+    table = as_table(value, "algorithm")
     registry = algorithms()
     if table["name"] not in registry:
-        raise canon.unknown_name("algorithm", "algorithm", table["name"], registry)
+        raise unknown_name("algorithm", "algorithm", table["name"], registry)
     factory = registry[table["name"]]
-    algo = canon.canonical_call(table, factory, f"algorithm {table['name']}", "algorithm")
+    algo = canonical_call(table, factory, f"algorithm {table['name']}", "algorithm")
     for k in _algorithm_of(algo).hparams:  # 1 and 1.0 are the same learning rate (and hash)
         if isinstance(algo.get(k), numbers.Integral) and not isinstance(algo[k], bool):
             algo[k] = float(algo[k])
@@ -163,33 +163,33 @@ def _canonical_algorithm(value) -> dict:
 
 
 def _canonical_problem(value) -> dict:
-    table = canon.as_table(value, "problem")
+    table = as_table(value, "problem")
     registry = problems()
     if table["name"] not in registry:
-        raise canon.unknown_name("problem", "problem", table["name"], registry)
+        raise unknown_name("problem", "problem", table["name"], registry)
     if "n_workers" in table:
         raise ValueError(
             "config key 'problem': give n_workers at the top level of the config "
             "(it sizes both the problem and the topology), not in the problem table."
         )
     fn = registry[table["name"]]
-    return canon.canonical_call(
+    return canonical_call(
         table, fn, f"problem {table['name']}", "problem", skip=("n_workers",)
     )
 
 
 def _canonical_topology(value, n: int) -> dict:
-    table = canon.as_table(value, "topology")
+    table = as_table(value, "topology")
     registry = topologies()
     if table["name"] not in registry:
-        raise canon.unknown_name("topology", "topology", table["name"], registry)
+        raise unknown_name("topology", "topology", table["name"], registry)
     if "n" in table:
         raise ValueError(
             "config key 'topology': give n_workers at the top level of the config, "
             "not n in the topology table."
         )
     gen = registry[table["name"]]
-    params = canon.arguments(gen)
+    params = arguments(gen)
     modifiers = topology_modifiers()
     sized = {k: table[k] for k in ("rows", "cols") if k in table}
     if sized and set(sized) != {"rows", "cols"} & set(params):
@@ -200,7 +200,7 @@ def _canonical_topology(value, n: int) -> dict:
     rest = {k: v for k, v in table.items() if k not in ("rows", "cols") and k not in modifiers}
     try:
         owner = f"topology {table['name']}"
-        topo = canon.canonical_call(rest, gen, owner, "topology", skip=_SIZE_ARGS)
+        topo = canonical_call(rest, gen, owner, "topology", skip=_SIZE_ARGS)
     except ValueError as err:
         if modifiers and "unknown argument" in str(err):
             raise ValueError(
@@ -216,8 +216,8 @@ def _canonical_topology(value, n: int) -> dict:
 
 def _shape(sized: dict, n: int) -> dict:
     """``{rows, cols}`` of a topology table, checked against ``n_workers``."""
-    rows = canon.check_int("topology.rows", sized["rows"], 1)
-    cols = canon.check_int("topology.cols", sized["cols"], 1)
+    rows = check_int("topology.rows", sized["rows"], 1)
+    cols = check_int("topology.cols", sized["cols"], 1)
     if rows * cols != n:
         raise ValueError(
             f"config key 'topology': rows * cols = {rows * cols} but "
@@ -235,7 +235,7 @@ def _canonical_modifier(key: str, value, wrapper: str) -> dict:
         )
     from . import topology as T
 
-    body = canon.canonical_call(
+    body = canonical_call(
         {"name": key, **value},
         getattr(T, wrapper),
         f"topology.{wrapper}",
@@ -258,8 +258,8 @@ def _seeds(cfg: dict) -> dict:
             raise ValueError(
                 f"config key 'seeds' must be a nonempty list of integers; got {seeds!r}."
             )
-        return {"seeds": [canon.check_int("seeds", s, 0) for s in seeds]}
-    return {"seed": canon.check_int("seed", cfg.get("seed", 0), 0)}
+        return {"seeds": [check_int("seeds", s, 0) for s in seeds]}
+    return {"seed": check_int("seed", cfg.get("seed", 0), 0)}
 
 
 def config_hash(cfg: dict) -> str:
@@ -300,7 +300,7 @@ def build_topology(cfg: dict):
     table = dict(c["topology"])
     name = table.pop("name")
     gen = topologies()[name]
-    params = canon.arguments(gen)
+    params = arguments(gen)
     n = c["n_workers"]
     modifiers = topology_modifiers()
     kwargs = {

@@ -28,8 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _checkpoint as ckpt
 from . import tree
+from ._checkpoint import fingerprint as checkpoint_fingerprint
+from ._checkpoint import load as load_checkpoint
+from ._checkpoint import save as save_checkpoint
 from ._checks import boolean, one_of
 from ._history import assemble_metrics, fetch, finite
 from ._history import record as run_record
@@ -211,7 +213,7 @@ def _drive(
     records, cost_chunks, bar, done = [], [], None, 0
     diverged = np.zeros(n_runs, dtype=bool)
     if checkpoint is not None:
-        restored = ckpt.load(checkpoint[0], checkpoint[1], state)
+        restored = load_checkpoint(checkpoint[0], checkpoint[1], state)
         if restored is not None:
             carry, done, records, cost_chunks, diverged = restored
             state = jax.tree.map(lambda a, t: jax.device_put(jnp.asarray(a, t.dtype),
@@ -244,7 +246,7 @@ def _drive(
         done += p.chunks * eval_every
         diverged |= ~finite(records[-1], n_runs)
         if checkpoint is not None:
-            ckpt.save(checkpoint[0], checkpoint[1], fetch(state), done, records, cost_chunks,
+            save_checkpoint(checkpoint[0], checkpoint[1], fetch(state), done, records, cost_chunks,
                       diverged)
         if callback is not None:
             rows = records[-1]["loss"].shape[1]
@@ -383,7 +385,7 @@ def run(
     ck = None
     if checkpoint is not None:
         path = check_checkpoint(checkpoint)
-        fp = ckpt.fingerprint(
+        fp = checkpoint_fingerprint(
             run_record(algorithm, problem, topology, p, steps, eval_every, hparams), seed_list,
             {"batching": batching, "workers": str(p.workers), "batched": batched,
              "algo": [getattr(f, "__qualname__", str(f)) for f in algo_key(algorithm)]},

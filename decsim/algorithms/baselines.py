@@ -293,12 +293,8 @@ def exact_diffusion(learning_rate=None, *, local_optimizer=None) -> Algorithm:
     ``X_1 = W̄ (X_0 − η G_0)``; ``X_{t+1} = W̄ (2 X_t − X_{t−1} − η G_t + η G_{t−1})``. ``W̄`` has
     all eigenvalues in [0, 1], so it works on every topology. Cost: 1 gradient, 1 round, ``32 d``.
 
-    Local optimizer: it is fed ``G_t``, and its update ``U_t`` (scaled by η_t) replaces
-    ``−η_t G_t``: ``X_{t+1} = W̄ (2 X_t − X_{t−1} + U_t − U_{t−1})``. The recursion uses only
-    the difference of consecutive steps, so ``x̄_{t+1} = x̄_t + mean(U_t)`` (x̄ follows the
-    optimizer on the average); with a transform linear in the gradients (momentum, Nesterov) a
-    fixed point still has ``mean(G) = 0``, so the method stays exact under heterogeneity; a
-    per-worker adaptive scaling (adam) loses that, as it does in every method.
+    Local optimizer: as in :func:`d2`, with ``W̄`` in place of W:
+    ``X_{t+1} = W̄ (2 X_t − X_{t−1} + U_t − U_{t−1})``.
 
     Args:
       learning_rate: η (number or optax schedule). With ``local_optimizer``: a multiplier of its

@@ -14,7 +14,9 @@ from jax.custom_derivatives import SymbolicZero
 from .. import data as _data
 from .._checks import integer
 from .._types import Problem
-from . import _common
+from ._common import batch_size as check_batch_size
+from ._common import warn_small_workers
+from ._common import workers as check_workers
 
 __all__ = ["logistic_regression", "mlp", "dense"]
 
@@ -134,8 +136,8 @@ def _classification(
         l2=float(l2),
         label_counts=label_hist,
     )
-    batch_size = _common.batch_size(batch_size)
-    _common.warn_small_workers(counts, batch_size, name)
+    batch_size = check_batch_size(batch_size)
+    warn_small_workers(counts, batch_size, name)
     return Problem(
         name=name,
         n_workers=n,
@@ -176,7 +178,7 @@ def logistic_regression(
       batch_size: samples per stochastic gradient per worker; ``None`` for full local gradients.
       l2: weight of the ridge penalty on ``w``.
     """
-    n = _common.workers(n_workers)
+    n = check_workers(n_workers)
     X, y, n_classes = _data.load_dataset(dataset)
     params0 = {
         "w": np.zeros((X.shape[1], n_classes), np.float32),
@@ -216,7 +218,7 @@ def mlp(
     :func:`logistic_regression`). Weights start Glorot-uniform from ``seed`` (the same on every
     worker), biases at zero.
     """
-    n = _common.workers(n_workers)
+    n = check_workers(n_workers)
     if activation not in ("tanh", "relu"):
         raise ValueError(f"activation must be 'tanh' or 'relu'; got {activation!r}.")
     if isinstance(hidden, (str, bytes)) or not isinstance(hidden, (list, tuple)):

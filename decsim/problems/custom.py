@@ -10,7 +10,8 @@ import numpy as np
 
 from .._checks import integer, one_of
 from .._types import Problem
-from . import _common
+from ._common import batch_size as check_batch_size
+from ._common import check_model, check_stateful_model, stack_params0, warn_small_workers
 from .evaluate import make_evaluation
 
 __all__ = ["custom"]
@@ -112,7 +113,7 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
     model_state_mixing = one_of("model_state_mixing", model_state_mixing, MIXINGS)
     sampling = one_of("sampling", sampling, SAMPLINGS)
     evaluation = make_evaluation(eval_batch_size, eval_subsample, grad_norm, worker_metrics)
-    batch_size = _common.batch_size(batch_size)
+    batch_size = check_batch_size(batch_size)
     stacked0 = _initial_params(params0, init, n, integer("seed", seed, min=0))
     stateful = model_state is not None
     if stateful:
@@ -122,16 +123,16 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
                 f"{name}: full-batch gradients (batch_size=None) of a model with state need "
                 f"equal samples per worker (counts range {counts.min()}..{counts.max()}); give a "
                 "batch_size, or equal counts.")
-        _common.check_stateful_model(loss_fn, jax.tree.map(lambda a: a[0], stacked0),
+        check_stateful_model(loss_fn, jax.tree.map(lambda a: a[0], stacked0),
                                      model_state, worker_data, name)
     else:
         if model_state_mixing != "local":
             raise ValueError(f"model_state_mixing={model_state_mixing!r} needs a model state; "
                              "give model_state= (and the extended loss form).")
-        _common.check_model(loss_fn, jax.tree.map(lambda a: a[0], stacked0), worker_data, name)
+        check_model(loss_fn, jax.tree.map(lambda a: a[0], stacked0), worker_data, name)
     if test_data is not None and test_metrics is None:
         test_metrics = _default_test_metrics(loss_fn, stateful)
-    _common.warn_small_workers(counts, batch_size, name)
+    warn_small_workers(counts, batch_size, name)
     return Problem(
         name=name,
         n_workers=int(n),
@@ -143,7 +144,7 @@ def custom(loss_fn: Callable, params0, worker_data, *, model_state=None,
         test_data=test_data,
         test_metrics=test_metrics,
         info={},
-        model_state0=None if not stateful else _common.stack_params0(model_state, n),
+        model_state0=None if not stateful else stack_params0(model_state, n),
         model_state_mixing=model_state_mixing,
         evaluation=evaluation,
         sampling=sampling,
@@ -206,7 +207,7 @@ def _initial_params(params0, init: str, n: int, seed: int):
                              'function; use init="same" or "independent" with a function.')
         keys = jax.random.split(jax.random.PRNGKey(seed), n)
         if init == "same":
-            return _common.stack_params0(jax.tree.map(np.asarray, params0(keys[0])), n)
+            return stack_params0(jax.tree.map(np.asarray, params0(keys[0])), n)
         draws = [jax.tree.map(np.asarray, params0(k)) for k in keys]
         return jax.tree.map(lambda *a: np.stack(a), *draws)
     params0 = jax.tree.map(np.asarray, params0)
@@ -219,7 +220,7 @@ def _initial_params(params0, init: str, n: int, seed: int):
             raise ValueError(f'init="stacked" needs every leaf of params0 as [n_workers={n}, ...]; '
                              f"got leaves of shapes {bad}.")
         return jax.tree.map(np.array, params0)
-    return _common.stack_params0(params0, n)
+    return stack_params0(params0, n)
 
 
 @functools.cache

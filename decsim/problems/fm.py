@@ -12,7 +12,8 @@ import numpy as np
 from .. import data as _data
 from .._checks import closest
 from .._types import Evaluation, Problem
-from . import _common
+from ._common import batch_size as check_batch_size
+from ._common import workers as check_workers
 from .classification import dense
 
 __all__ = ["factorization_machine", "auc"]
@@ -144,7 +145,7 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
         >>> bool(hist.metrics["test_auc"][-1] > 0.6)
         True
     """
-    n = _common.workers(n_workers)
+    n = check_workers(n_workers)
     if isinstance(fields, bool) or not isinstance(fields, (int, np.integer)) or fields < 2:
         raise ValueError(f"fields must be an integer >= 2 (an FM needs pairs of fields); got "
                          f"fields={fields!r}.")
@@ -279,7 +280,7 @@ def factorization_machine(n_workers: int, *, fields: int = 8, vocab_sizes=None, 
         data={"idx": idx, "y": y},
         counts=counts,
         loss_fn=loss_fn,
-        batch_size=_common.batch_size(batch_size),
+        batch_size=check_batch_size(batch_size),
         test_data=test,
         test_metrics=test_metrics,
         info=info,

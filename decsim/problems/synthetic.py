@@ -9,7 +9,8 @@ import numpy as np
 from .. import tree
 from .._checks import nonnegative, positive
 from .._types import Problem
-from . import _common
+from ._common import dim as check_dim
+from ._common import workers as check_workers
 
 __all__ = ["quadratic", "consensus"]
 
@@ -33,8 +34,8 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
 
     ``info`` holds ``x_star``, ``f_star``, ``L``, ``mu``, ``sigma2`` (per coordinate), ``zeta2``.
     """
-    n = _common.workers(n_workers)
-    _common.dim(dim)
+    n = check_workers(n_workers)
+    check_dim(dim)
     mu, L = positive("mu", mu), positive("L", L)
     if not L >= mu:
         raise ValueError(f"need 0 < mu <= L; got mu={mu!r}, L={L!r}.")
@@ -88,8 +89,8 @@ def consensus(n_workers: int, dim: int, *, seed: int = 0) -> Problem:
     The target is ``x̄_0 = mean_i a_i``; the metric ``consensus_error`` is
     ``(1/n) Σ_i ||x_i − x̄_0||²``. Gossip-only algorithms never call the gradient oracle.
     """
-    n = _common.workers(n_workers)
-    _common.dim(dim)
+    n = check_workers(n_workers)
+    check_dim(dim)
     rng = np.random.default_rng(seed)
     a0 = rng.normal(size=(n, dim)).astype(np.float32)
     data = {"a": np.ones((n, 1, dim), np.float32), "c": a0[:, None, :].copy()}
