@@ -5,7 +5,9 @@ the Markdown renderer:
 - decsim heads its runnable examples ``Example:`` (singular), which griffe's Google parser reads
   as a plain admonition; the heading becomes ``Examples:`` so the ``>>>`` lines render as code
   (and are not read as Markdown, where ``x[-1][0]`` looks like a reference link);
-- Sphinx roles (``:func:`decsim.run```, ``:class:`~decsim.Problem```) become inline code.
+- Sphinx roles (``:func:`decsim.run```, ``:class:`~decsim.Problem```) become inline code;
+- a paragraph ending in reST's literal-block marker ``::`` ends in one colon (the indented
+  block after it renders as code in Markdown too).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import griffe
 
 _HEADING = re.compile(r"^(\s*)Example:[ \t]*$", re.M)
+_LITERAL = re.compile(r"(?<=\S)::[ \t]*$", re.M)
 _ROLE = re.compile(r":(?:func|class|mod|meth|attr|data|obj|exc):`~?([^`]+)`")
 
 
@@ -24,4 +27,5 @@ class ExampleSections(griffe.Extension):
     def on_instance(self, *, obj, **kwargs):
         if obj.docstring is not None:
             text = _HEADING.sub(r"\1Examples:", obj.docstring.value)
-            obj.docstring.value = _ROLE.sub(r"`\1`", text)
+            text = _LITERAL.sub(":", _ROLE.sub(r"`\1`", text))
+            obj.docstring.value = text
