@@ -1,5 +1,5 @@
-"""Adaptive decentralized methods (ALGORITHMS.md section 6) on factorization machines, their linear
-speedup, and Chen et al.'s heterogeneous-scale example.
+"""Adaptive decentralized methods (docs/reference/algorithms.md#family-adaptive) on
+factorization machines, their linear speedup, and Chen et al.'s heterogeneous-scale example.
 
 What it measures
 ----------------

@@ -1,5 +1,5 @@
 """MALCOM-PSGD against Choco-SGD with the same dithered quantizer and fixed-length messages: bits to
-reach a target test accuracy, and model sparsity (ALGORITHMS.md section 7).
+reach a target test accuracy, and model sparsity (docs/reference/algorithms.md#family-malcom).
 
 Both methods quantize ``X½ − X̂`` with the s-level dithered quantizer and gossip with the same γ
 (tuned for the quantizer with ``tune_gamma``) and learning rate. Choco-SGD sends the fixed-length

@@ -31,8 +31,9 @@ from .memory import memory_estimate
 from .runner import run
 from .study import load_results, speedup_study, sweep
 
-# ``ds.sweep(base, grid, out_dir)`` is a plain function (DESIGN.md section 3); the rest of the
-# sweep machinery (grids, the result store, the speedup study) is the package ``ds.study``.
+# ``ds.sweep(base, grid, out_dir)`` is a plain function (docs/tutorials/job-array.md); the
+# rest of the sweep machinery (grids, the result store, the speedup study) is the package
+# ``ds.study``.
 
 __version__ = "0.1.0"
 

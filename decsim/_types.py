@@ -36,7 +36,7 @@ class StepCost(NamedTuple):
 
 
 class Compressor(NamedTuple):
-    """A compression operator (ALGORITHMS.md section 2), applied per worker and per leaf.
+    """A compression operator (docs/reference/compressors.md), applied per worker and per leaf.
 
     Attributes:
       compress: ``(key, x) -> x_hat``: one worker's leaf ``x`` (any shape) to the value the

@@ -379,6 +379,11 @@ def _cmd_topology(args) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``decsim`` command line on ``argv`` (``sys.argv[1:]`` when ``None``).
+
+    Returns the exit status: 0 on success, 2 for bad input (one line on stderr, before anything
+    is compiled).
+    """
     args = _parser().parse_args(argv)
     commands = {
         "speedup": _cmd_speedup,

@@ -1,6 +1,6 @@
 """Gossip: one round of mixing ``X <- W X`` over the stacked worker axis.
 
-A round is ``W X`` leaf-wise (ALGORITHMS.md section 0), computed by one of three paths with the
+A round is ``W X`` leaf-wise (docs/concepts.md#notation), computed by one of three paths with the
 same result (to float round-off):
 
 * ``"dense"``: ``jnp.tensordot(W, X, axes=1)``, O(n² d) work and O(n²) memory; best for small or

@@ -1,4 +1,4 @@
-"""Theory used to read measurements (ALGORITHMS.md section 8). numpy only; never imports the runner.
+"""Theory used to read measurements (docs/theory.md). numpy only; never imports the runner.
 
 Linear speedup is measured, not assumed: ``T(eps, n)`` is the first step at which the smoothed
 error reaches ``eps``; ``speedup(n) = T(eps, 1) / T(eps, n)``; ``efficiency = speedup / n``. The

@@ -66,18 +66,22 @@ def leaf_sizes(tree, *, stacked: bool = True) -> list:
 
 
 def add(X, Y):
+    """``X + Y`` leaf by leaf (the two trees have the same structure)."""
     return jax.tree.map(jnp.add, X, Y)
 
 
 def sub(X, Y):
+    """``X − Y`` leaf by leaf (the two trees have the same structure)."""
     return jax.tree.map(jnp.subtract, X, Y)
 
 
 def scale(alpha, X):
+    """``alpha · X`` leaf by leaf; ``alpha`` is a scalar (traced or not)."""
     return jax.tree.map(lambda x: alpha * x, X)
 
 
 def zeros_like(X):
+    """A tree of zeros with the structure, shapes and dtypes of ``X``."""
     return jax.tree.map(jnp.zeros_like, X)
 
 

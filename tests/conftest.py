@@ -1,5 +1,5 @@
 """Shared test configuration: strict dtype and rank promotion, so silent upcasts and accidental
-broadcasting fail loudly (DESIGN.md section 4, item 7), and the shared fixtures."""
+broadcasting fail loudly (docs/development.md#style), and the shared fixtures."""
 
 import os
 

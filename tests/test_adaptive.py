@@ -1,5 +1,5 @@
-"""Adaptive decentralized methods (ALGORITHMS.md section 6) against plain-numpy implementations of
-their equations, their invariants and identities, and their costs.
+"""Adaptive decentralized methods (docs/reference/algorithms.md#family-adaptive) against
+plain-numpy implementations of their equations, their invariants and identities, and their costs.
 
 The test problem is heterogeneous least squares whose workers see gradients of very different
 scales (worker i's data are multiplied by ``SCALES[i]``, so its gradients by ``SCALES[i]²``): the
@@ -32,7 +32,8 @@ def ls():
 
 
 # ---------------------------------------------------------------------------------------------
-# plain-numpy (float64) references, written from ALGORITHMS.md section 6 with t counted from 1
+# plain-numpy (float64) references, written from docs/reference/algorithms.md#family-adaptive
+# with t counted from 1
 
 
 def ref_dadam(X, A, y, W, eta, T, b1=0.9, b2=0.999, b3=0.9, eps=1e-8):

@@ -1,4 +1,4 @@
-"""Algorithms against their ALGORITHMS.md equations (section 3), identities and behaviour.
+"""Algorithms against their docs/reference/index.md equations (section 3), identities and behaviour.
 
 Every algorithm's trajectory is compared with a plain-numpy (float64) implementation of its
 equations on a small heterogeneous least-squares problem with full-batch gradients.

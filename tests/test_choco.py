@@ -1,4 +1,4 @@
-"""Choco-SGD, Choco-Gossip and the compressed baselines (ALGORITHMS.md section 4).
+"""Choco-SGD, Choco-Gossip and the compressed baselines (docs/reference/algorithms.md#family-choco).
 
 Trajectories are compared with plain-numpy (float64) implementations of the equations on the small
 heterogeneous least-squares problem of tests/test_algorithms.py (full-batch gradients, so the only

@@ -1,4 +1,5 @@
-"""Compressors (ALGORITHMS.md section 2): one table, shared contract tests, bit formulas, tuner.
+"""Compressors (docs/reference/compressors.md): one table, shared contract tests, bit formulas,
+tuner.
 
 Every compressor of ``decsim.compression.REGISTRY`` has at least one row in TABLE; each row carries
 its expected quality ω(d) and bit count, written here from the table of section 2 (independently
@@ -460,7 +461,8 @@ def test_tune_gamma_bad_arguments(bad, match, ring9):
 
 @pytest.mark.slow
 def test_tune_gamma_reproduces_the_choco_value_for_top_1_percent(ring9):
-    """ALGORITHMS.md: on a ring (ring of 9, d = 2000 as in the Choco papers' epsilon runs) the
-    tuner gives about 0.04 for top-1%. Within one grid step (ratio 10^(3/19) = 1.44)."""
+    """docs/reference/algorithms.md#tune_gamma: on a ring (ring of 9, d = 2000 as in the Choco
+    papers' epsilon runs) the tuner gives about 0.04 for top-1%. Within one grid step (ratio
+    10^(3/19) = 1.44)."""
     gamma = ds.algorithms.tune_gamma(ring9, C.top_k(0.01), 2000)
     assert 0.04 / 1.44 <= gamma <= 0.04 * 1.44

@@ -1,4 +1,4 @@
-"""The algorithm contract, once, over every row of tests/registry.py (DESIGN.md section 4.7).
+"""The algorithm contract, once, over every row of tests/registry.py (docs/development.md#style).
 
 For each algorithm: one step from a generic mid-run state keeps the state's structure, shapes and
 dtypes (so lax.scan can carry it); jit equals eager; the StepCost is exact; every numeric

@@ -1,4 +1,4 @@
-"""DeTAG and accelerated gossip against ALGORITHMS.md section 5."""
+"""DeTAG and accelerated gossip against docs/reference/algorithms.md#family-detag."""
 
 import jax
 import numpy as np

@@ -1,4 +1,5 @@
-"""MALCOM-PSGD and its source coder against ALGORITHMS.md sections 2 and 7."""
+"""MALCOM-PSGD and its source coder against docs/reference/compressors.md and
+docs/reference/algorithms.md#family-malcom."""
 
 import math
 

@@ -94,7 +94,7 @@ def test_topology_drawing_shows_the_spectral_gap():
     assert len(offsets) == 12  # one marker per worker
     plt.close(fig)
     fig = ds.plot.topology(ds.topology.ring(8))
-    assert "spectral gap 0.1953" in fig.axes[0].get_title()  # ALGORITHMS.md reference spectrum
+    assert "spectral gap 0.1953" in fig.axes[0].get_title()  # docs/reference/topologies.md#spectra
     plt.close(fig)
 
 

@@ -1,4 +1,4 @@
-"""Theory helpers (ALGORITHMS.md section 8), checked against closed forms and against simulation."""
+"""Theory helpers (docs/theory.md), checked against closed forms and against simulation."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Time-varying topologies: W_t generated inside the compiled loop (ALGORITHMS.md section 1)."""
+"""Time-varying topologies: W_t generated inside the compiled loop
+(docs/reference/topologies.md#time-varying)."""
 
 import numpy as np
 import pytest

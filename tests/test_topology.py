@@ -1,4 +1,4 @@
-"""Tests of decsim.topology against ALGORITHMS.md section 1.
+"""Tests of decsim.topology against docs/reference/topologies.md.
 
 Reference computations (weight rules, norms, spectra) are done independently with numpy; the
 expected graph of every generator is built independently with networkx.
@@ -31,7 +31,7 @@ def adjacency(G: nx.Graph) -> np.ndarray:
 
 
 def reference_W(A: np.ndarray, rule: str) -> np.ndarray:
-    """The weight rules of ALGORITHMS.md section 1, written directly from their formulas."""
+    """The weight rules of docs/reference/topologies.md, written directly from their formulas."""
     A = np.asarray(A, dtype=np.float64)
     n = A.shape[0]
     deg = A.sum(axis=1)
@@ -155,7 +155,7 @@ def test_registry_contract(name, rule):
 
 
 # ---------------------------------------------------------------------------------------------
-# reference spectra of ALGORITHMS.md section 1 (uniform weights)
+# reference spectra of docs/reference/topologies.md (uniform weights)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Decentralized algorithms: factories returning :class:`decsim.Algorithm` (ALGORITHMS.md).
+"""Decentralized algorithms: factories returning :class:`decsim.Algorithm`
+(docs/reference/algorithms.md).
 
 One module per family; a factory listed in its module's ``__all__`` is registered in
 :data:`REGISTRY` (config files and the command line find it there by name).

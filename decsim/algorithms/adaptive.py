@@ -1,4 +1,4 @@
-"""Adaptive decentralized methods (ALGORITHMS.md section 6).
+"""Adaptive decentralized methods (docs/reference/algorithms.md#family-adaptive).
 
 Per-coordinate learning rates matter when coordinates see gradients of very different sizes, as the
 embeddings of rare and frequent categories in factorization machines do (Gao & Huang, "Adaptive

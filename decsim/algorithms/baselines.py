@@ -1,4 +1,4 @@
-"""Baselines without compression (ALGORITHMS.md section 3).
+"""Baselines without compression (docs/reference/algorithms.md#family-baselines).
 
 All updates are written for stacked pytrees ``X`` (leaves ``[n, ...]``); ``mixer(Z)`` is one round
 ``W Z``; ``oracle(X, key)`` the stacked stochastic gradients at X; ``η_t`` the learning rate (a

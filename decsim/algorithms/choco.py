@@ -1,4 +1,5 @@
-"""Choco-SGD, Choco-Gossip and the compressed baselines they are compared with (ALGORITHMS.md §4).
+"""Choco-SGD, Choco-Gossip and the compressed baselines they are compared with
+(docs/reference/algorithms.md#family-choco).
 
 Koloskova, Stich, Jaggi, "Decentralized stochastic optimization and gossip algorithms with
 compressed communication", ICML 2019; Koloskova, Lin, Stich, Jaggi, "Decentralized deep learning
@@ -216,13 +217,13 @@ def _naive_gossip(compressor: Compressor, form: str):
 def naive_compressed_gossip(gamma, compressor, *, form: str = "carli") -> Algorithm:
     """Gossip that exchanges compressed iterates directly; it stalls at an error floor.
 
-    ``form="carli"`` (default, the equation of ALGORITHMS.md §4)::
+    ``form="carli"`` (default; docs/reference/algorithms.md#naive_compressed_gossip)::
 
         X_{t+1} = X_t + γ (W C(X_t) − X_t)
 
-    with a per-worker C. Note on attribution: ALGORITHMS.md names this baseline after Aysal et
-    al.; the equation it gives is the one the Choco paper (ICML'19, §5) attributes to Carli et
-    al. ("Q2-gossip"). The Aysal et al. form ("Q1-gossip"), ``X_{t+1} = X_t + γ (W − I) C(X_t)``,
+    with a per-worker C. Note on attribution: this equation is the one the Choco paper (ICML'19,
+    §5) attributes to Carli et al. ("Q2-gossip"), although the baseline is often named after
+    Aysal et al. The Aysal et al. form ("Q1-gossip"), ``X_{t+1} = X_t + γ (W − I) C(X_t)``,
     which keeps the mean for every compressor, is available as ``form="aysal"``. Both stall: the
     compression error never shrinks, because C is applied to the iterates, not to a vanishing
     difference. Never calls the gradient oracle.

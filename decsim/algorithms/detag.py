@@ -1,4 +1,4 @@
-"""DeTAG and accelerated gossip (ALGORITHMS.md section 5; Lu & De Sa, ICML 2021).
+"""DeTAG and accelerated gossip (docs/reference/algorithms.md#family-detag; Lu & De Sa, ICML 2021).
 
 Accelerated gossip (Liu & Morse, 2011), ``AG_R(Z)``: ``Z_{−1} = Z_0 = Z``;
 ``Z_{r+1} = (1 + μ) W Z_r − μ Z_{r−1}`` for r = 0..R−1; returns ``Z_R``, with

@@ -1,5 +1,5 @@
 """MALCOM-PSGD (Campbell, Liu, Woldemariam, Scaglione, 2023): proximal decentralized SGD with l1
-sparsification and source-coded quantized messages (ALGORITHMS.md section 7).
+sparsification and source-coded quantized messages (docs/reference/algorithms.md#family-malcom).
 
 Objective ``f(x) + μ ||x||₁``. State ``X`` and public copies ``X̂`` (``X̂_0 = 0``)::
 

@@ -1,4 +1,5 @@
-"""Choco's consensus step size γ: ``tune_gamma`` (the Choco code's tuner, ALGORITHMS.md §2),
+"""Choco's consensus step size γ: ``tune_gamma`` (the Choco code's tuner,
+docs/reference/algorithms.md#tune_gamma),
 all candidates as one vmapped program, with proxy leaves for large models."""
 
 from __future__ import annotations

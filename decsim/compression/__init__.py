@@ -1,4 +1,4 @@
-"""Compression operators with exact bit accounting (ALGORITHMS.md section 2).
+"""Compression operators with exact bit accounting (docs/reference/compressors.md).
 
 Every public name is re-exported here (``decsim.compression.top_k``):
 

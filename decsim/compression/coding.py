@@ -1,4 +1,5 @@
-"""MALCOM-PSGD's source coder (ALGORITHMS.md section 7): the exact length of a quantized message.
+"""MALCOM-PSGD's source coder (docs/reference/compressors.md#elias-gamma-coding): the exact
+length of a quantized message.
 
 A dithered-quantized message is (norm, levels ℓ_j ∈ {0..s}, signs). Its lossless code: the norm
 as 32 bits (float32), then for every nonzero level in increasing position: the gap to the

@@ -1,4 +1,4 @@
-"""The compression operators, with exact bit accounting (ALGORITHMS.md section 2).
+"""The compression operators, with exact bit accounting (docs/reference/compressors.md).
 
 A compressor is a :class:`decsim.Compressor`: ``compress(key, x) -> x_hat`` maps ONE worker's ONE
 leaf (any shape) to the value the receiver reconstructs (same shape and dtype), and
@@ -304,7 +304,8 @@ def sign() -> Compressor:
 
 
 def dithered(levels: int, coder: str = "fixed") -> Compressor:
-    """The dithered (unbiased qsgd) quantizer used by MALCOM-PSGD (ALGORITHMS.md section 7).
+    """The dithered (unbiased qsgd) quantizer used by MALCOM-PSGD
+    (docs/reference/algorithms.md#family-malcom).
 
     ``D(x) = ‖x‖₂ sign(x) ⌊s|x|/‖x‖₂ + u⌋ / s``, ``u ~ U[0, 1)``: the same map as
     ``qsgd(levels, unbiased=True)``. Its ``bits`` is the fixed-length qsgd count

@@ -1,4 +1,5 @@
-"""Problem constructors: ``f(x) = (1/n) sum_i f_i(x)`` with worker i's data (ALGORITHMS.md §0).
+"""Problem constructors: ``f(x) = (1/n) sum_i f_i(x)`` with worker i's data
+(docs/reference/problems.md).
 
 Every constructor returns a :class:`decsim.Problem`. Loss functions are module-level (memoized per
 static option such as the l2 weight), so problems that differ only in their data share one

@@ -30,7 +30,7 @@ def quadratic(n_workers: int, dim: int, *, mu: float = 0.1, L: float = 1.0, nois
     with ``Σ_i e_i = 0`` and ``(1/n) Σ_i ||e_i||² = 1``. Hence ``x* = mean_i c_i``,
     ``∇f_i(x) − ∇f(x) = −heterogeneity · e_i`` and ``ζ² = heterogeneity²`` (for n > 1).
     Stochastic gradients add ``noise · N(0, I)``: variance ``σ² = noise²`` per coordinate.
-    ``mu = L`` gives the isotropic quadratic of ALGORITHMS.md section 8.
+    ``mu = L`` gives the isotropic quadratic of docs/theory.md.
 
     ``info`` holds ``x_star``, ``f_star``, ``L``, ``mu``, ``sigma2`` (per coordinate), ``zeta2``.
     """

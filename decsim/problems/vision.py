@@ -124,8 +124,8 @@ def cnn(n_workers: int, *, dataset: str = "digits", partition: str = "iid", alph
       augment: random crop (padding 4, or 1 for images under 16 pixels) and horizontal flip of
         every training image, per worker, inside the compiled loop.
       init: ``"same"`` (every worker starts at one draw) or ``"independent"`` (one draw each).
-      model_state_mixing, sampling, compute_dtype, eval_batch_size, eval_subsample,
-        worker_metrics: as in :func:`decsim.problems.custom`.
+      model_state_mixing, sampling, compute_dtype: as in :func:`decsim.problems.custom`.
+      eval_batch_size, eval_subsample, worker_metrics: as in :func:`decsim.problems.custom`.
       conv_impl: the convolution of :func:`decsim.problems.conv.conv2d`; ``"matmul"`` (the
         default here) was the fastest for this small CNN inside the compiled loop, under both
         ``workers="map"`` and ``"vmap"`` (``benchmarks/README.md``, "Deep networks").

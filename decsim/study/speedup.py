@@ -1,4 +1,4 @@
-"""The linear-speedup study (ALGORITHMS.md section 8; ``decsim speedup``), built on sweeps.
+"""The linear-speedup study (docs/theory.md; ``decsim speedup``), built on sweeps.
 
 The study is a sweep: algorithms x worker counts x topologies, each a vmapped program over the
 seeds, plus centralized SGD at each n as the reference for the transient. It measures
@@ -16,7 +16,7 @@ convex problem ends in the noise-dominated regime where the error falls like
 ``c² σ² / ((2cμ − 1) n t)``, so ``T(ε, n) ∝ 1/n`` and the fitted exponent of ``f − f*`` against
 ``n t`` is −1: the regime in which linear speedup is a measurable statement. (With ``2cμ < 1``
 the error falls like ``t^(−2cμ)`` and the measured speedup is super-linear, ``n^(1/(2cμ))``,
-which is why the default regularization is not smaller. The −1/2 of ALGORITHMS.md section 8 is
+which is why the default regularization is not smaller. The −1/2 of docs/theory.md is
 the exponent of the average squared gradient norm with a constant step ``η ∝ sqrt(n/T)``,
 measured in ``notebooks/01_linear_speedup.ipynb`` and ``tests/test_theory.py``.) ``ε`` is
 ``target_factor`` times the final suboptimality of the single worker, so every n has to reach
@@ -184,9 +184,9 @@ def _speedup_plan(cfg: dict):
         points += [(label, table, n, t) for n in many for t in cfg["topologies"]]
     if cfg["reference"] and many:
         # Centralized SGD is run as D-SGD on the complete graph: its Metropolis W is exactly J, so
-        # X_{t+1} = W (X_t − η G_t) = J (X_t − η G_t) is the same recursion (ALGORITHMS.md
-        # section 3), and these runs coincide with (and are stored once with) the complete-graph
-        # D-SGD rows.
+        # X_{t+1} = W (X_t − η G_t) = J (X_t − η G_t) is the same recursion
+        # (docs/reference/algorithms.md#centralized_sgd), and these runs coincide with (and are
+        # stored once with) the complete-graph D-SGD rows.
         name = "dsgd" if cfg["reference"] == "centralized_sgd" else cfg["reference"]
         ref = {"name": name, "learning_rate": lr}
         points += [("reference", ref, n, "complete") for n in many]

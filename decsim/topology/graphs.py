@@ -2,7 +2,7 @@
 
 This is the only module that uses networkx. A :class:`Topology` holds a symmetric, doubly
 stochastic, nonnegative mixing matrix ``W`` (scipy CSR, float64) and its spectral quantities
-(ALGORITHMS.md section 1 and section 0):
+(docs/reference/topologies.md and section 0):
 
 * ``lam = ||W − J||_2 = max(|λ_2|, |λ_n|)``, ``spectral_gap = 1 − lam``,
 * ``beta = ||I − W||_2``, ``p = 1 − lam²``.
