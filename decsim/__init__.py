@@ -29,7 +29,7 @@ from . import (
 from ._types import Algorithm, Compressor, Evaluation, History, Problem, StepCost
 from .memory import memory_estimate
 from .runner import run
-from .study import load_results, speedup_study, sweep
+from .study import compare, load_results, speedup_study, sweep
 
 # ``ds.sweep(base, grid, out_dir)`` is a plain function (DESIGN.md section 3); the rest of the
 # sweep machinery (grids, the result store, the speedup study) is the package ``ds.study``.
@@ -45,6 +45,7 @@ __all__ = [
     "Problem",
     "StepCost",
     "algorithms",
+    "compare",
     "config",
     "data",
     "gossip",
