@@ -263,7 +263,8 @@ def test_registries_follow_the_modules():
 
 
 # the sweep files; examples/compare_*.toml are comparison specs (tests/test_compare.py checks them)
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.toml") if not p.name.startswith("compare_"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.toml")
+                  if not p.name.startswith("compare_"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

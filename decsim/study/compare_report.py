@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -216,9 +217,11 @@ def _figures(result, out_dir: str) -> dict:
     xs = ["steps", "bits"] + (["sim_time"] if all("sim_time" in h.metrics for h in hists) else [])
     files = {}
     for x in xs:
-        fig = plot.convergence(hists, x=x, y=metric, labels=labels, logx=x == "bits",
-                               title=f"tuned {metric} against {x.replace('_', ' ')} (mean, "
-                                     f"min–max over {len(hists[0].seeds)} seeds)")
+        with warnings.catch_warnings():  # a diverged algorithm's curves are NaN after it diverged
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fig = plot.convergence(hists, x=x, y=metric, labels=labels, logx=x == "bits",
+                                   title=f"tuned {metric} against {x.replace('_', ' ')} "
+                                         f"(mean, min–max over {len(hists[0].seeds)} seeds)")
         if np.isfinite(result.target):
             fig.axes[0].axhline(result.target, color="k", lw=0.8, ls=":")
         path = os.path.join(out_dir, f"curves_{x}.png")

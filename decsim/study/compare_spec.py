@@ -140,7 +140,7 @@ def _axis(label: str, key: str, values) -> list:
                              f"numbers without quotes, e.g. {key} = [0.05, 0.1].")
     if len(set(values)) != len(values):
         raise ValueError(f"algorithm {label}: the grid {key} = {values!r} repeats a value.")
-    return sorted(float(v) for v in values)
+    return sorted(values)
 
 
 def _entry(raw, settings: dict, labels: set) -> Entry:
@@ -188,6 +188,7 @@ def _entry(raw, settings: dict, labels: set) -> Entry:
             raise ValueError(f"algorithm {label}: {k} = {axes[k]!r} is a list, but only numeric "
                              f"hyperparameters ({', '.join(sorted(hparams)) or 'none'}) can be "
                              f"tuned; give {k} one value.")
+    axes = {k: [float(v) for v in values] for k, values in axes.items()}
     return Entry(label, table, axes, tune)
 
 
