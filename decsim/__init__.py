@@ -29,7 +29,7 @@ from . import (
 from ._types import Algorithm, Compressor, Evaluation, History, Problem, StepCost
 from .memory import memory_estimate
 from .runner import run
-from .study import load_results, speedup_study, sweep
+from .study import compare, load_results, speedup_study, sweep
 
 # ``ds.sweep(base, grid, out_dir)`` is a plain function (docs/tutorials/job-array.md); the
 # rest of the sweep machinery (grids, the result store, the speedup study) is the package
@@ -46,6 +46,7 @@ __all__ = [
     "Problem",
     "StepCost",
     "algorithms",
+    "compare",
     "config",
     "data",
     "gossip",

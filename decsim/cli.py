@@ -2,6 +2,7 @@
 
     decsim run CONFIG.toml [--out DIR]
     decsim sweep SWEEP.toml --out DIR [--shard i/k] [--rerun]
+    decsim compare CONFIG.toml [--out DIR] [--quiet]
     decsim plot DIR [--out DIR] [--x step] [--y loss]
     decsim speedup [--out DIR] [--algorithms dsgd,gradient_tracking] [--ns 1,2,4,8,16,32]
                    [--topologies ring,torus,complete] [--steps 3000] ...
@@ -72,6 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--rerun", action="store_true", help="recompute runs already in the store")
     w.add_argument("--save-params", action="store_true", help="store final parameters too")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    cp = sub.add_parser(
+        "compare",
+        help="a fair comparison: tune every algorithm, evaluate on fresh seeds, tabulate",
+        description="Tune each [[algorithm]] on a grid over the tuning seeds, run the chosen "
+        "settings on the evaluation seeds and write tables (CSV, Markdown, LaTeX) and figures "
+        "(ALGORITHMS.md section 12); rerunning resumes.",
+    )
+    cp.add_argument("config", help="TOML file with [compare], [base] and [[algorithm]] tables")
+    cp.add_argument("--out", default=None, help="output folder (default: <config name>-compare)")
+    cp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pl = sub.add_parser("plot", help="write the figures of a sweep folder as PNGs")
     pl.add_argument("dir", help="a sweep result folder")
@@ -317,6 +329,28 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    import warnings
+
+    from .study.compare import CompareWarning, compare, compare_plan
+
+    _check_file(args.config, "CONFIG.toml")
+    compare_plan(args.config)  # a bad spec fails before the output folder is made
+    out = args.out or os.path.splitext(os.path.basename(args.config))[0] + "-compare"
+    _check_out(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CompareWarning)  # printed below, with the table
+        res = compare(args.config, out, progress=not args.quiet)
+    print(res.markdown())
+    for note in res.warnings:
+        print(f"warning: {note}")
+    print(f"\n{res.runs_computed} runs computed, {res.runs_reused} reused from {res.store}; "
+          f"wrote:")
+    for path in res.files.values():
+        print(f"  {path}")
+    return 0
+
+
 def _cmd_plot(args) -> int:
     import matplotlib
 
@@ -391,6 +425,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "run": _cmd_run,
         "sweep": _cmd_sweep,
         "plot": _cmd_plot,
+        "compare": _cmd_compare,
     }
     try:
         return commands[args.command](args)

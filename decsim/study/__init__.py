@@ -12,6 +12,9 @@
   :mod:`decsim.study.fingerprint` (:func:`problem_facts`, :func:`problem_fingerprint`).
 - :mod:`decsim.study.sweep`: :func:`sweep` and :func:`sweep_file`, which run a grid into a store
   (``ds.sweep`` is this function).
+- :mod:`decsim.study.compare`: :func:`compare`, the fair tuned comparison of algorithms
+  (``ds.compare``, ``decsim compare``), with its spec checks (:mod:`decsim.study.compare_spec`)
+  and its tables and figures (:mod:`decsim.study.compare_report`).
 - :mod:`decsim.study.speedup`: the linear-speedup study (:func:`speedup_study`, ``decsim
   speedup``).
 
@@ -30,6 +33,7 @@ Example:
     [3, 0]
 """
 
+from .compare import COMPARE_DEFAULTS, CompareResult, CompareWarning, compare, compare_plan
 from .grid import PlannedRun, digest, expand, flatten, group_id, parse_shard, plan, run_id
 from .speedup import (
                       SPEEDUP_DEFAULTS,
@@ -65,6 +69,8 @@ __all__ = [
     "StoreWarning",
     # sweep
     "sweep", "sweep_file", "SweepReport",
+    # compare
+    "compare", "compare_plan", "CompareResult", "CompareWarning", "COMPARE_DEFAULTS",
     # speedup
     "SPEEDUP_DEFAULTS", "SpeedupResult", "speedup_plan", "speedup_study", "write_speedup",
     "reference_optimum",
