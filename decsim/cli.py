@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a fair comparison: tune every algorithm, evaluate on fresh seeds, tabulate",
         description="Tune each [[algorithm]] on a grid over the tuning seeds, run the chosen "
         "settings on the evaluation seeds and write tables (CSV, Markdown, LaTeX) and figures "
-        "(ALGORITHMS.md section 12); rerunning resumes.",
+        "(docs/reference/comparison.md); rerunning resumes.",
     )
     cp.add_argument("config", help="TOML file with [compare], [base] and [[algorithm]] tables")
     cp.add_argument("--out", default=None, help="output folder (default: <config name>-compare)")

@@ -15,7 +15,7 @@ CELLS = [
 
 Papers disagree about which decentralized method is best partly because each tunes its own
 method and not the baselines. `ds.compare` (and `decsim compare SPEC.toml --out DIR`) fixes the
-protocol of ALGORITHMS.md section 12:
+protocol of docs/reference/comparison.md:
 
 1. each algorithm's learning rate (and any other numeric hyperparameter given as a list) runs on a
    grid over two *tuning* seeds, one vmapped program per algorithm; γ of compressed methods comes

@@ -1,4 +1,5 @@
-"""Fair comparisons of algorithms (ALGORITHMS.md section 12; ``decsim compare``, ``ds.compare``).
+"""Fair comparisons of algorithms (``decsim compare``, ``ds.compare``;
+docs/reference/comparison.md).
 
 Every algorithm gets the same treatment, so that a difference in the table is a difference of
 the algorithms and not of how carefully each was tuned:
