@@ -1,6 +1,7 @@
 """ds.compare / decsim compare (docs/reference/comparison.md): the scores, intervals and costs
 against float64 numpy/scipy recomputations from the store, the choice, the warnings, resuming,
-γ tuning, bad input before any compilation, the written tables and figures, the CLI and the examples."""
+γ tuning, bad input before any compilation, the written tables and figures, the CLI and
+the examples."""
 
 import importlib
 import math
