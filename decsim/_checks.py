@@ -152,12 +152,18 @@ def _gamma(name: str, value) -> float:
     )
 
 
+def _momentum(name: str, value) -> float:
+    return in_interval(name, value, 0.0, 1.0, closed="left",
+                       hint="It is a momentum weight: 0 is no momentum, e.g. 0.9.")
+
+
 # The numeric hyperparameters decsim's factories declare, and what each may be. Values given per
 # run (``ds.run(..., hparams=...)``, sweeps) go through the same check as the factory's arguments.
 HPARAM_CHECKS = {
     "learning_rate": learning_rate_value,
     "gamma": _gamma,
     "l1": nonnegative,
+    "beta": _momentum,
 }
 
 

@@ -67,3 +67,31 @@ def two_leaf_problem(seed: int = 5):
             "t": rng.normal(size=(N, 4, 2)).astype(np.float32)}
     params0 = {k: rng.normal(size=s).astype(np.float32) for k, s in TWO_LEAF.items()}
     return ds.problems.custom(two_leaf_loss, params0, data)
+
+
+def run_x64(script: str) -> dict:
+    """Run ``script`` in a fresh interpreter with ``jax_enable_x64`` on (the test session itself
+    stays float32, tests/conftest.py) and return the float64 arrays it puts in its dict ``out``.
+
+    The script sees ``np``, ``ds``, ``trajectory`` and this module's names (``least_squares``,
+    ``N``, ``D``, ...) already imported.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    header = ("import sys\nimport jax\njax.config.update('jax_enable_x64', True)\n"
+              "import numpy as np\nimport decsim as ds\nfrom decsim.runner import trajectory\n"
+              "from tests._reference import *\nout = {}\n")
+    footer = "\nnp.savez(sys.argv[1], **out)\n"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out.npz")
+        proc = subprocess.run([sys.executable, "-c", header + script + footer, path], cwd=root,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}

@@ -31,6 +31,11 @@ ALGORITHMS = {
     "gradient_tracking": (lambda **h: A.gradient_tracking(**h), LR, (1, 1, 2 * DENSE)),
     "d2": (lambda **h: A.d2(**h), LR, (1, 1, DENSE)),
     "exact_diffusion": (lambda **h: A.exact_diffusion(**h), LR, (1, 1, DENSE)),
+    "extra": (lambda **h: A.extra(**h), LR, (1, 1, DENSE)),
+    "qg_dsgdm": (lambda **h: A.qg_dsgdm(**h), {"learning_rate": 0.05, "beta": 0.9}, (1, 1, DENSE)),
+    # the contract steps from t = 0, where BEER sends the model only (both messages from t = 1 on:
+    # tests/test_beer.py checks the bits of every step)
+    "beer": (lambda **h: A.beer(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
     "detag": (lambda **h: A.detag(rounds=3, **h), LR, (3, 3, 3 * 2 * DENSE)),
     "accelerated_gossip": (lambda **h: A.accelerated_gossip(3, **h), {}, (0, 3, 3 * DENSE)),
     "choco_sgd": (lambda **h: A.choco_sgd(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
@@ -58,9 +63,14 @@ VARIANTS = {
     f"{name}+momentum": ((lambda make: lambda **h: make(**MOM, **h))(ALGORITHMS[name][0]),
                          ALGORITHMS[name][1], ALGORITHMS[name][2])
     for name in ("centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion",
-                 "detag", "choco_sgd", "dcd_psgd", "deepsqueeze", "malcom_psgd")
+                 "extra", "detag", "choco_sgd", "dcd_psgd", "deepsqueeze", "malcom_psgd")
 }
 # a schedule: learning_rate is its traced multiplier (1.0 as built)
 VARIANTS["dsgd+schedule"] = (lambda **h: A.dsgd(SCHEDULE, **h), {}, (1, 1, DENSE))
 VARIANTS["d2+schedule"] = (lambda **h: A.d2(SCHEDULE, **h), {}, (1, 1, DENSE))
 VARIANTS["dadam+schedule"] = (lambda **h: A.dadam(SCHEDULE, **h), {}, (1, 1, DENSE))
+VARIANTS["extra+schedule"] = (lambda **h: A.extra(SCHEDULE, **h), {}, (1, 1, DENSE))
+VARIANTS["qg_dsgdm+schedule"] = (lambda **h: A.qg_dsgdm(SCHEDULE, **h), {"beta": 0.9},
+                                 (1, 1, DENSE))
+VARIANTS["beer+schedule"] = (lambda **h: A.beer(SCHEDULE, compressor=TK, **h), {"gamma": 0.3},
+                             (1, 1, TK_BITS))

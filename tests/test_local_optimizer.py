@@ -202,5 +202,5 @@ def test_every_algorithm_with_a_local_step_takes_one():
     takes = {name for name, f in A.REGISTRY.items()
              if "local_optimizer" in inspect.signature(f).parameters}
     assert takes == {"centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2",
-                     "exact_diffusion", "detag", "choco_sgd", "dcd_psgd", "deepsqueeze",
+                     "exact_diffusion", "extra", "detag", "choco_sgd", "dcd_psgd", "deepsqueeze",
                      "malcom_psgd"}

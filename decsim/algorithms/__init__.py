@@ -5,10 +5,12 @@ One module per family; a factory listed in its module's ``__all__`` is registere
 :data:`REGISTRY` (config files and the command line find it there by name).
 """
 
-from . import adaptive, baselines, choco, malcom, tuning
+from . import adaptive, baselines, choco, heterogeneity, malcom, tuning
+from . import beer as _beer_family  # the module; the name ``beer`` is its factory
 from . import detag as _detag_family  # the module; the name ``detag`` is its factory
 from .adaptive import ada_choco_sgd, dadagrad, dadam, damsgrad
 from .baselines import centralized_sgd, d2, dpsgd, dsgd, exact_diffusion, gradient_tracking
+from .beer import beer
 from .choco import (
                     choco_gossip,
                     choco_sgd,
@@ -18,17 +20,20 @@ from .choco import (
                     naive_compressed_gossip,
 )
 from .detag import accelerated_gossip, detag
+from .heterogeneity import extra, qg_dsgdm
 from .malcom import malcom_psgd
 from .tuning import proxy_sizes, tune_gamma
 
 REGISTRY = {name: getattr(module, name)
-            for module in (baselines, _detag_family, choco, adaptive, malcom)
+            for module in (baselines, heterogeneity, _detag_family, choco, _beer_family, adaptive,
+                           malcom)
             for name in module.__all__}
 
 __all__ = [  # spelled out (a test checks it holds every REGISTRY entry)
     "centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion", "detag",
     "accelerated_gossip", "choco_sgd", "choco_gossip", "naive_compressed_gossip", "dcd_psgd",
-    "deepsqueeze", "dadam", "damsgrad", "dadagrad", "ada_choco_sgd", "malcom_psgd",
+    "deepsqueeze", "extra", "qg_dsgdm", "beer", "dadam", "damsgrad", "dadagrad", "ada_choco_sgd",
+    "malcom_psgd",
     "REGISTRY", "compressed_sgd", "tune_gamma", "proxy_sizes", "tuning", "adaptive", "baselines",
-    "choco", "malcom",
+    "choco", "malcom", "heterogeneity",
 ]
