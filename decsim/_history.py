@@ -8,9 +8,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-__all__ = ["DIVERGENCE_KEYS", "finite", "assemble_metrics", "record", "plain", "fetch"]
+__all__ = ["DIVERGENCE_KEYS", "COST_NAMES", "finite", "assemble_metrics", "record", "plain",
+           "fetch"]
 
 DIVERGENCE_KEYS = ("loss", "grad_norm_sq", "consensus")
+# the cumulative costs, in the order of a segment's cost rows (sim_time only with a time model)
+COST_NAMES = ("grad_evals", "comm_rounds", "bits", "sim_time")
 
 
 def finite(record: dict, n_runs: int) -> np.ndarray:
@@ -29,9 +32,10 @@ def assemble_metrics(d, n_runs: int, n_evals: int, eval_every: int):
     names = list(d.records[0])
     evals_done = sum(r[names[0]].shape[1] for r in d.records)
     metrics = {k: np.concatenate([r[k] for r in d.records], axis=1) for k in names}
-    per_chunk = np.concatenate(d.cost_chunks, axis=1) if d.cost_chunks else np.zeros((n_runs, 0, 3))
-    cumulative = np.concatenate([np.zeros((n_runs, 1, 3)), np.cumsum(per_chunk, axis=1)], axis=1)
-    for i, name in enumerate(("grad_evals", "comm_rounds", "bits")):
+    k = d.cost_chunks[0].shape[-1] if d.cost_chunks else 3
+    per_chunk = np.concatenate(d.cost_chunks, axis=1) if d.cost_chunks else np.zeros((n_runs, 0, k))
+    cumulative = np.concatenate([np.zeros((n_runs, 1, k)), np.cumsum(per_chunk, axis=1)], axis=1)
+    for i, name in enumerate(COST_NAMES[:k]):
         metrics[name] = cumulative[:, :, i]
     for k, v in metrics.items():
         if v.shape[1] < n_evals + 1:

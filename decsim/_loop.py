@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from ._programs import TRACE_COUNTS, float_dtype
 from ._types import Problem
 from .gossip import GossipPlan
+from .network import TIME_STREAM, step_seconds
 from .problems import evaluate
 from .problems.objective import EPOCH_STREAM, oracle_state
 from .problems.objective import oracle as make_oracle
@@ -111,8 +112,11 @@ def make_segment(
     constrain,
     constrain_stacked,
     workers="vmap",
+    timing=None,
 ):
-    """``chunks`` chunks of ``eval_every`` steps. Returns the new state, the cost of each chunk and
+    """``chunks`` chunks of ``eval_every`` steps. Returns the new state, the cost of each chunk
+    (grad_evals, comm_rounds, bits and, with ``timing`` (a time model's ``static``), the simulated
+    seconds of :func:`decsim.network.step_seconds`, read from ``args["time"]``) and
     ``chunks + 1`` snapshots (:func:`snapshot`, stacked): the incoming state's, then the state
     after each chunk. The metrics program evaluates them (all of them on a run's first call, the
     incoming one, evaluated by the previous call, being skipped afterwards)."""
@@ -123,7 +127,11 @@ def make_segment(
 
         def one_step(state, t):
             state, cost = step(hparams, state, t, run_key, args)
-            return state, jnp.stack([jnp.asarray(c, float_dtype()) for c in cost])
+            row = list(cost)
+            if timing is not None:
+                key = jax.random.fold_in(jax.random.fold_in(run_key, TIME_STREAM), t)
+                row.append(step_seconds(timing, args["time"], cost, key, problem.n_workers))
+            return state, jnp.stack([jnp.asarray(c, float_dtype()) for c in row])
 
         def chunk(state, c):
             ts = t0 + c * eval_every + jnp.arange(eval_every, dtype=jnp.int32)
@@ -133,7 +141,7 @@ def make_segment(
         first = snapshot(algo, state)
         state, (costs, snaps) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
         snaps = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s]), first, snaps)
-        return constrain(state), costs.reshape(chunks, 3), constrain_stacked(snaps)
+        return constrain(state), costs.reshape(chunks, -1), constrain_stacked(snaps)
 
     return segment
 

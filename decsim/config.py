@@ -18,6 +18,9 @@ key              meaning
 ``steps``        algorithm steps.
 ``eval_every``   steps between evaluations (optional; default: about 50 evaluations).
 ``seed``         the run's seed (default 0), or ``seeds = [0, 1, 2]`` for one vmapped program.
+``time_model``   optional table of :class:`decsim.network.TimeModel` arguments, e.g.
+                 ``{compute = 0.01, latency = 1e-4, bandwidth = 1e9, stragglers = {name =
+                 "exponential", mean = 0.1}}``: the metrics gain ``sim_time``.
 ===============  ==========================================================================
 
 Argument values are TOML values (numbers, strings, booleans, arrays) or one of three kinds of
@@ -61,6 +64,7 @@ import json
 import numbers
 from typing import Any, NamedTuple
 
+from . import network
 from ._canonical import arguments, as_table, canonical_call, check_int, unknown_name
 from ._checks import closest
 from ._registries import (
@@ -83,6 +87,7 @@ TOP_LEVEL = (
     "eval_every",
     "seed",
     "seeds",
+    "time_model",
 )
 _REQUIRED = ("algorithm", "problem", "topology", "n_workers", "steps")
 _SIZE_ARGS = ("n", "rows", "cols")  # topology generator arguments that n_workers determines
@@ -111,6 +116,8 @@ def canonical(cfg: dict) -> dict:
         "eval_every": eval_every,
     }
     out.update(_seeds(cfg))
+    if cfg.get("time_model") is not None:  # absent: the run's id is what it was without one
+        out["time_model"] = network.to_config(network.from_config(cfg["time_model"]))
     return out
 
 
@@ -346,6 +353,7 @@ class Built(NamedTuple):
     seed: int | None
     seeds: list | None
     config: dict
+    time_model: Any = None
 
     def run(self, *, progress: bool | None = None):
         """``decsim.run`` on these objects; returns the History."""
@@ -360,6 +368,7 @@ class Built(NamedTuple):
             eval_every=self.eval_every,
             **seeds,
             progress=progress,
+            time_model=self.time_model,
         )
 
 
@@ -391,6 +400,7 @@ def build(cfg: dict) -> Built:
         seed=c.get("seed"),
         seeds=c.get("seeds"),
         config=c,
+        time_model=network.from_config(c.get("time_model")),
     )
 
 

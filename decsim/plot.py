@@ -38,7 +38,8 @@ def convergence(histories, *, x: str = "steps", y: str = "loss", labels=None,
                 logx: bool = False, logy: bool = True, subtract: float | None = None, ax=None,
                 title: str | None = None, by: Sequence[str] | None = None):
     """Curves of metric ``y`` against ``x`` (``"steps"``, ``"grad_evals"``, ``"comm_rounds"``,
-    ``"bits"``), the mean over seeds with a band from the minimum to the maximum.
+    ``"bits"``, ``"sim_time"`` of a run with a time model), the mean over seeds with a band from
+    the minimum to the maximum.
 
     Args:
       histories: History objects (single or batched seeds), or a tidy DataFrame from
@@ -362,6 +363,11 @@ def sweep_figures(frame, *, x: str = "step", y: str | None = None) -> dict:
             logy=positive,
             logx=True,
             title=f"{y} against bits sent per worker",
+        )
+    if "sim_time" in frame.columns and frame["sim_time"].notna().any():
+        figs["convergence_sim_time"] = convergence(
+            frame, x="sim_time", y=y, logy=positive,
+            title=f"{y} against simulated seconds (time model)",
         )
     varying = varying_columns(frame)
     from pandas.api.types import is_bool_dtype, is_numeric_dtype

@@ -33,7 +33,7 @@ from ._checkpoint import fingerprint as checkpoint_fingerprint
 from ._checkpoint import load as load_checkpoint
 from ._checkpoint import save as save_checkpoint
 from ._checks import boolean, one_of
-from ._history import assemble_metrics, fetch, finite
+from ._history import COST_NAMES, assemble_metrics, fetch, finite
 from ._history import record as run_record
 from ._loop import (
     algo_key,
@@ -73,6 +73,9 @@ from ._run_checks import (
 from ._types import Algorithm, History, Problem
 from .gossip import GossipPlan
 from .gossip import plan as gossip_plan
+from .network import from_config as network_config
+from .network import time_args
+from .network import to_config as time_config
 from .problems.objective import oracle as make_oracle
 from .topology import Topology
 
@@ -114,15 +117,18 @@ class _Plan(NamedTuple):
     chunks: int
     n_evals: int
     workers: Any
+    timing: Any = None  # the time model's static structure, or None
 
 
 def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, gossip, devices,
-          workers):
+          workers, time_model=None):
     gplan = gossip_plan(topology, gossip)
     mesh = make_mesh(devices, problem.n_workers)
     args = dict(device_data(problem))
     args["topology"] = as_float(dict(gplan.args))
     args["lam"] = jnp.asarray(topology.lam, float_dtype())
+    if time_model is not None:
+        args["time"] = as_float(time_args(time_model, problem, topology, algorithm))
     keys = (
         jnp.stack([jax.random.PRNGKey(s) for s in seeds])
         if batched
@@ -135,7 +141,8 @@ def _plan(algorithm, problem, topology, steps, eval_every, seeds, batched, hp, g
     params_size = sum(int(np.size(a)) for a in jax.tree.leaves(problem.params0))
     snapshot_bytes = float_dtype().itemsize * len(seeds) * max(1, params_size)
     chunks = _chunks_per_call(n_evals, eval_every, max(1, _SNAPSHOT_BUDGET_BYTES // snapshot_bytes))
-    return _Plan(gplan, mesh, args, keys, hp, hp_axes, chunks, n_evals, workers)
+    return _Plan(gplan, mesh, args, keys, hp, hp_axes, chunks, n_evals, workers,
+                 None if time_model is None else time_model.static)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,9 +170,9 @@ def _compile(algorithm, problem, p: _Plan, eval_every: int, batched: bool, batch
         "segment",
         lambda: make_segment(
             algorithm, problem, p.gplan, eval_every, p.chunks, constrain, constrain_stacked,
-            p.workers,
+            p.workers, p.timing,
         ),
-        prog_key + (p.gplan.key, eval_every, p.chunks),
+        prog_key + (p.gplan.key, eval_every, p.chunks, p.timing),
         (p.hp, state, t0, p.keys, p.args),
         batched,
         (p.hp_axes, 0, None, 0, None),
@@ -242,7 +249,7 @@ def _drive(
                 for k, v in metrics.items()
             }
         )
-        cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, 3))
+        cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, -1))
         done += p.chunks * eval_every
         diverged |= ~finite(records[-1], n_runs)
         if checkpoint is not None:
@@ -255,7 +262,7 @@ def _drive(
             for j, step_j in enumerate(at.tolist()):
                 row = {k: v[:, j] for k, v in records[-1].items()}
                 e = step_j // eval_every
-                for i, name in enumerate(("grad_evals", "comm_rounds", "bits")):
+                for i, name in enumerate(COST_NAMES[: cum.shape[-1]]):
                     row[name] = cum[:, e - 1, i] if e else np.zeros(n_runs)
                 callback(int(step_j), {k: v if batched else float(v[0]) for k, v in row.items()})
         bar = _progress(
@@ -304,6 +311,7 @@ def run(
     checkpoint=None,
     callback=None,
     check_memory: bool = True,
+    time_model=None,
 ) -> History:
     """Run ``algorithm`` on ``problem`` over ``topology`` for ``steps`` steps.
 
@@ -352,6 +360,9 @@ def run(
         stop early by raising (with a checkpoint, a rerun continues).
       check_memory: refuse, before compiling, a run whose estimated peak memory
         (:func:`decsim.memory_estimate`) exceeds the device's available memory.
+      time_model: a :class:`decsim.network.TimeModel` (or its config table): the metrics gain
+        the cumulative simulated seconds ``sim_time`` (stragglers drawn per run inside the
+        compiled loop); every other number is bitwise the same as without it.
 
     Returns:
       A :class:`History`. A run whose metrics become NaN/inf stops early and is marked
@@ -370,11 +381,12 @@ def run(
     seed_list = check_seeds(seed, seeds)
     hp = resolve_hparams(algorithm, hparams, len(seed_list) if batched else None)
     workers = check_workers(workers, problem)
+    time_model = network_config(time_model)
     if boolean("check_memory", check_memory):
         check_fits(algorithm, problem, workers, len(seed_list))
     p = _plan(
         algorithm, problem, topology, steps, eval_every, seed_list, batched, hp, gossip, devices,
-        workers,
+        workers, time_model,
     )
     state, seg_prog, compile_seconds = _compile(
         algorithm, problem, p, eval_every, batched, batching
@@ -388,7 +400,8 @@ def run(
         fp = checkpoint_fingerprint(
             run_record(algorithm, problem, topology, p, steps, eval_every, hparams), seed_list,
             {"batching": batching, "workers": str(p.workers), "batched": batched,
-             "algo": [getattr(f, "__qualname__", str(f)) for f in algo_key(algorithm)]},
+             "algo": [getattr(f, "__qualname__", str(f)) for f in algo_key(algorithm)],
+             "time_model": None if time_model is None else time_config(time_model)},
             state)
         ck = (path, fp)
     d = _drive(
@@ -422,6 +435,7 @@ def run(
         config=dict(
             run_record(algorithm, problem, topology, p, steps, eval_every, hparams),
             batching=batching if batched else None,
+            **({} if time_model is None else {"time_model": time_config(time_model)}),
         ),
         compile_seconds=compile_seconds + d.compile_seconds,
         run_seconds=d.run_seconds,

@@ -160,7 +160,7 @@ def _run_batch(batch: Batch, out_dir: str, save_params: bool,
     seeds = [r.config["seed"] for r in batch.runs]
     hist = run(batch.algorithm, batch.problem, batch.topology, c["steps"],
                eval_every=c["eval_every"], seeds=seeds, hparams=batch.hparams or None,
-               progress=False)
+               progress=False, time_model=c.get("time_model"))
     facts = problem_facts(batch.problem)
     facts.update(lam=float(batch.topology.lam), p=float(batch.topology.p))
     for s, r in enumerate(batch.runs):
