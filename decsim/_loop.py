@@ -141,7 +141,8 @@ def make_segment(
         first = snapshot(algo, state)
         state, (costs, snaps) = jax.lax.scan(chunk, state, jnp.arange(chunks, dtype=jnp.int32))
         snaps = jax.tree.map(lambda s0, s: jnp.concatenate([s0[None], s]), first, snaps)
-        return constrain(state), costs.reshape(chunks, -1), constrain_stacked(snaps)
+        ncost = 3 if timing is None else 4
+        return constrain(state), costs.reshape(chunks, ncost), constrain_stacked(snaps)
 
     return segment
 

@@ -249,7 +249,8 @@ def _drive(
                 for k, v in metrics.items()
             }
         )
-        cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, -1))
+        ncost = 3 if p.timing is None else 4
+        cost_chunks.append(np.asarray(costs, np.float64).reshape(n_runs, p.chunks, ncost))
         done += p.chunks * eval_every
         diverged |= ~finite(records[-1], n_runs)
         if checkpoint is not None:

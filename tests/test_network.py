@@ -187,3 +187,20 @@ def test_plots_against_simulated_time(tmp_path):
              progress=False)
     figs = ds.plot.sweep_figures(ds.load_results(str(tmp_path)))
     assert "convergence_sim_time" in figs
+
+
+def test_compare_reports_the_time_to_target(tmp_path):
+    spec = {"compare": {"tuning_seeds": [0], "eval_seeds": [5, 6], "grid_points": 3,
+                        "learning_rate": 0.2},
+            "base": {"problem": {"name": "quadratic", "dim": 3, "noise": 0.1},
+                     "topology": "ring", "n_workers": 4, "steps": 20, "eval_every": 10,
+                     "time_model": {"compute": 0.01, "latency": 1e-3, "bandwidth": 1e6}},
+            "algorithm": [{"name": "dsgd"}, {"name": "gradient_tracking"}]}
+    result = ds.compare(spec, str(tmp_path), progress=False)
+    assert "sim_time_to_target" in result.table.columns
+    assert "curves_sim_time" in result.files
+    frame = ds.load_results(str(tmp_path / "runs"))
+    # gradient tracking sends two vectors per round: its time per step is longer
+    per_step = frame[frame["step"] == 20].groupby("algorithm")["sim_time"].mean() / 20
+    np.testing.assert_allclose(per_step["dsgd"], 0.011 + 2 * 96 / 1e6, rtol=1e-6)
+    np.testing.assert_allclose(per_step["gradient_tracking"], 0.011 + 2 * 192 / 1e6, rtol=1e-6)
