@@ -22,7 +22,7 @@ from .topology import Topology
 
 __all__ = ["check_algorithm", "check_run_args", "check_checkpoint", "check_seeds",
            "resolve_hparams", "default_eval_every", "choose_workers", "check_workers",
-           "check_fits", "MEMORY_CHECKED", "WORKERS_CHOICE"]
+           "check_fits", "check_graph_kind", "MEMORY_CHECKED", "WORKERS_CHOICE"]
 
 
 def check_algorithm(algorithm):
@@ -46,6 +46,17 @@ def default_eval_every(steps: int) -> int:
         return 1
     target = max(1, steps // 50)
     return max(d for d in range(1, target + 1) if steps % d == 0)
+
+
+def check_graph_kind(algorithm, topology) -> None:
+    """A directed topology only for an algorithm built for one (``Algorithm.directed``)."""
+    if getattr(topology, "directed", False) and not getattr(algorithm, "directed", False):
+        name = getattr(algorithm, "name", type(algorithm).__name__)
+        raise ValueError(
+            f"{name} needs an undirected topology (a symmetric, doubly stochastic W); "
+            f"{topology.name} is directed. On a directed graph use ds.algorithms.sgp (push-sum) "
+            "or ds.algorithms.push_pull (gradient tracking), or pick an undirected topology."
+        )
 
 
 def check_run_args(algorithm, problem, topology, steps, eval_every) -> int:
@@ -76,6 +87,7 @@ def check_run_args(algorithm, problem, topology, steps, eval_every) -> int:
             f"steps={lo if lo else eval_every} or {lo + eval_every}, or an "
             f"eval_every that divides {steps}."
         )
+    check_graph_kind(algorithm, topology)
     validate = getattr(algorithm, "validate", None)
     if validate is not None:
         validate(topology)

@@ -86,6 +86,8 @@ class Algorithm(NamedTuple):
       check_hparams: optional ``dict -> None``: checks concrete hyperparameter values (raises
         ``ValueError``); the runner applies it to every run's values before compiling.
       extra_metrics: optional ``state -> dict`` of additional scalar metrics.
+      directed: whether it runs on directed topologies (``mixer.push``/``mixer.pull``); the
+        runner refuses a directed topology for an algorithm without it.
     """
 
     init: Callable
@@ -97,6 +99,7 @@ class Algorithm(NamedTuple):
     validate: Callable | None = None
     check_hparams: Callable | None = None
     extra_metrics: Callable | None = None
+    directed: bool = False
 
 
 class Problem(NamedTuple):

@@ -144,13 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "name",
         help="ring, torus, grid, complete, star, hypercube, exponential, "
-        "erdos_renyi, random_geometric, social",
+        "erdos_renyi, random_geometric, social, directed_ring, directed_exponential, "
+        "random_directed",
     )
     t.add_argument("n", type=int, nargs="?", default=None, help="number of workers")
     t.add_argument("--weights", default="metropolis", help="metropolis, uniform or lazy")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--p", type=float, default=None, help="edge probability (erdos_renyi)")
     t.add_argument("--radius", type=float, default=None, help="radius (random_geometric)")
+    t.add_argument("--out-degree", type=int, default=2, help="out-degree (random_directed)")
     return p
 
 
@@ -381,6 +383,21 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _print_directed(T, args, n) -> int:
+    if args.name == "random_directed":
+        topo = T.random_directed(n, args.out_degree, seed=args.seed)
+    else:
+        topo = getattr(T, args.name)(n)
+    s = topo.summary()
+    print(f"{s['name']}: n = {s['n']}, arcs = {s['arcs']}, out-degree min/max = "
+          f"{s['out_degree_min']}/{s['out_degree_max']}, in-degree min/max = "
+          f"{s['in_degree_min']}/{s['in_degree_max']}")
+    print(f"  lam (push B) = {s['lam_push']:.6f}   (second-largest eigenvalue modulus)")
+    print(f"  lam (pull A) = {s['lam_pull']:.6f}")
+    print(f"  doubly stochastic: {s['doubly_stochastic']}   (directed: use sgp or push_pull)")
+    return 0
+
+
 def _cmd_topology(args) -> int:
     from . import topology as T
 
@@ -397,6 +414,8 @@ def _cmd_topology(args) -> int:
                 f"`decsim topology {args.name} 16`."
             )
         n = 32
+    if args.name in T.directed.GENERATORS:
+        return _print_directed(T, args, n)
     topo = T.by_name(args.name, n, seed=args.seed, weights=args.weights, **options)
     s = topo.summary()
     print(

@@ -76,6 +76,7 @@ from ._registries import (
     topologies,
     topology_modifiers,
 )
+from ._run_checks import check_graph_kind
 from ._values import build_value
 
 TOP_LEVEL = (
@@ -388,6 +389,7 @@ def build(cfg: dict) -> Built:
     """
     c = canonical(cfg)
     algorithm, problem, topology = build_algorithm(c), build_problem(c), build_topology(c)
+    check_graph_kind(algorithm, topology)
     validate = getattr(algorithm, "validate", None)
     if validate is not None:
         validate(topology)

@@ -175,6 +175,7 @@ class Mixer(NamedTuple):
     build: Callable | None = None
     args: Any = None
     tau: Any = None
+    puller: Any = None  # the Mixer of A on a directed topology (None: pulls are pushes)
 
     def __call__(self, Z):
         if self.path == "dense":
@@ -191,6 +192,16 @@ class Mixer(NamedTuple):
             return self.ops[0].shape[0]
         grid = self.static[0]
         return grid[0] * grid[1]
+
+    def push(self, Z):
+        """One push round ``B Z`` (column-stochastic B of a directed topology; ``W Z`` on an
+        undirected one)."""
+        return self(Z)
+
+    def pull(self, Z):
+        """One pull round ``A Z`` (row-stochastic A of a directed topology; ``W Z`` on an
+        undirected one)."""
+        return self(Z) if self.puller is None else self.puller(Z)
 
     def dense(self):
         """This round's W as a dense ``[n, n]`` array (O(n²) memory)."""
@@ -228,15 +239,19 @@ class GossipPlan(NamedTuple):
     build: Callable
     args: dict
     static: tuple = ()
+    pull: Callable | None = None  # builder of A's arrays (directed topologies)
 
     @property
     def key(self) -> tuple:
-        return (self.path, self.build, self.static)
+        return (self.path, self.build, self.static, self.pull)
 
     def mixer(self, args, lam, tau) -> Mixer:
         """The Mixer of round ``tau`` inside the program (``args``: the device copies of
         ``self.args``)."""
-        return _assemble(self.path, self.build, args, self.static, lam, tau)
+        m = _assemble(self.path, self.build, args, self.static, lam, tau)
+        if self.pull is not None:
+            m = m._replace(puller=_assemble(self.path, self.pull, args, self.static, lam, tau))
+        return m
 
 
 def _static(fn):
@@ -254,6 +269,18 @@ def _build_dense(args, tau):
 def _build_sparse(args, tau):
     del tau
     return args["idx"], args["w"]
+
+
+@_static
+def _build_dense_pull(args, tau):
+    del tau
+    return args["A"]
+
+
+@_static
+def _build_sparse_pull(args, tau):
+    del tau
+    return args["idx_pull"], args["w_pull"]
 
 
 @_static
@@ -278,6 +305,8 @@ def plan(topology, path: str = "auto") -> GossipPlan:
         if path == "dense" or (path == "auto" and topology.n <= _DENSE_MAX_N):
             return GossipPlan("dense", dense_builder(build), args)
         return GossipPlan("sparse", build, args)
+    if getattr(topology, "directed", False):
+        return _directed_plan(topology, path)
     M = topology.matrix
     n = M.shape[0]
     fill = M.nnz / max(1, n * n)
@@ -300,6 +329,25 @@ def plan(topology, path: str = "auto") -> GossipPlan:
                          f"at every worker); {topology.name} is not. Use 'sparse' or 'auto'.")
     shifts, c = found
     return GossipPlan("roll", _build_roll, {"c": c}, static=(topology.grid_shape, shifts))
+
+
+def _directed_plan(topology, path: str) -> GossipPlan:
+    """Push (B) and pull (A) arrays of a directed topology, on the dense or the sparse path."""
+    B, A = topology.push, topology.pull
+    n = B.shape[0]
+    if path == "roll":
+        raise ValueError(f"gossip='roll' needs a symmetric circulant W; {topology.name} is "
+                         "directed. Use 'dense', 'sparse' or 'auto'.")
+    if path == "dense" or (path == "auto" and (n <= _DENSE_MAX_N
+                                               or B.nnz / (n * n) >= _DENSE_MIN_FILL)):
+        return GossipPlan("dense", _build_dense,
+                          {"W": B.toarray().astype(np.float64), "A": A.toarray()},
+                          pull=_build_dense_pull)
+    idx, w = neighbour_lists(B)
+    idx_a, w_a = neighbour_lists(A)
+    return GossipPlan("sparse", _build_sparse,
+                      {"idx": idx, "w": w, "idx_pull": idx_a, "w_pull": w_a},
+                      pull=_build_sparse_pull)
 
 
 def _circulant(topology):

@@ -50,6 +50,8 @@ ALGORITHMS = {
     "dadagrad": (lambda **h: A.dadagrad(**h), LR, (1, 1, 2 * DENSE)),
     "ada_choco_sgd": (lambda **h: A.ada_choco_sgd(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
     # exact messages (levels=None) make the bits exact; the coded bits are tested in test_malcom
+    "sgp": (lambda **h: A.sgp(**h), LR, (1, 1, DENSE + 32)),
+    "push_pull": (lambda **h: A.push_pull(**h), LR, (1, 1, 2 * DENSE)),
     "malcom_psgd": (lambda **h: A.malcom_psgd(levels=None, **h),
                     {"learning_rate": 0.05, "gamma": 0.3, "l1": 0.01}, (1, 1, DENSE)),
 }
@@ -63,7 +65,8 @@ VARIANTS = {
     f"{name}+momentum": ((lambda make: lambda **h: make(**MOM, **h))(ALGORITHMS[name][0]),
                          ALGORITHMS[name][1], ALGORITHMS[name][2])
     for name in ("centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2", "exact_diffusion",
-                 "extra", "detag", "choco_sgd", "dcd_psgd", "deepsqueeze", "malcom_psgd")
+                 "extra", "detag", "choco_sgd", "dcd_psgd", "deepsqueeze", "malcom_psgd", "sgp",
+                 "push_pull")
 }
 # a schedule: learning_rate is its traced multiplier (1.0 as built)
 VARIANTS["dsgd+schedule"] = (lambda **h: A.dsgd(SCHEDULE, **h), {}, (1, 1, DENSE))

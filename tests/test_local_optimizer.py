@@ -203,4 +203,4 @@ def test_every_algorithm_with_a_local_step_takes_one():
              if "local_optimizer" in inspect.signature(f).parameters}
     assert takes == {"centralized_sgd", "dsgd", "dpsgd", "gradient_tracking", "d2",
                      "exact_diffusion", "extra", "detag", "choco_sgd", "dcd_psgd", "deepsqueeze",
-                     "malcom_psgd"}
+                     "malcom_psgd", "sgp", "push_pull"}

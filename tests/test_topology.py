@@ -600,12 +600,13 @@ def test_package_layout_and_registry():
     REGISTRY holds every generator that takes a size (what decsim.config builds from names)."""
     from decsim import config
 
-    for module in (T, T.graphs, T.structure, T.time_varying):
+    for module in (T, T.graphs, T.structure, T.time_varying, T.directed):
         assert all(hasattr(module, name) for name in module.__all__), module.__name__
     assert set(T.graphs.GENERATORS) <= set(T.graphs.__all__)
     assert set(T.time_varying.TIME_VARYING) <= set(T.time_varying.__all__)
     assert T.REGISTRY == config.topologies()
-    assert set(T.REGISTRY) == set(T.GENERATORS) | {"one_peer_exponential", "random_matching"}
+    assert set(T.REGISTRY) == (set(T.GENERATORS) | {"one_peer_exponential", "random_matching"}
+                               | set(T.directed.GENERATORS))
     assert T.REGISTRY["ring"] is T.ring is T.graphs.ring
     assert T.TIME_VARYING == ("one_peer_exponential", "random_matching", "with_link_failures")
 

@@ -35,6 +35,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .. import config as _config
+from .._run_checks import check_graph_kind
 from ..runner import run
 from .grid import PlannedRun, digest, plan
 from .store import (
@@ -132,6 +133,7 @@ def _build_batches(pending: list, problems: Optional[dict] = None) -> list:
             problems[pkey] = _config.build_problem(c)
         if tkey not in topologies:
             topologies[tkey] = _config.build_topology(c)
+        check_graph_kind(algo, topologies[tkey])
         validate = getattr(algo, "validate", None)
         if validate is not None:
             validate(topologies[tkey])

@@ -8,7 +8,10 @@ The package has three modules; every public name is re-exported here (``ds.topol
 * :mod:`~decsim.topology.structure`: facts about a matrix W (spectra, neighbour lists, circulant
   structure) that :mod:`decsim.gossip` builds its paths from;
 * :mod:`~decsim.topology.time_varying`: :class:`TimeVaryingTopology` and its generators
-  (``one_peer_exponential``, ``random_matching``, ``with_link_failures``).
+  (``one_peer_exponential``, ``random_matching``, ``with_link_failures``);
+* :mod:`~decsim.topology.directed`: :class:`DirectedTopology` (push and pull matrices of a
+  digraph, for ``sgp`` and ``push_pull``) and its generators (``directed_ring``,
+  ``directed_exponential``, ``random_directed``).
 
 ``REGISTRY`` maps the name of every generator that takes a size to the generator: the static ones
 (``GENERATORS``) and the time-varying ones (``time_varying.GENERATORS``); ``with_link_failures``
@@ -23,7 +26,15 @@ Example:
     True
 """
 
-from . import graphs, structure, time_varying
+from . import directed, graphs, structure, time_varying
+from .directed import (
+    DirectedTopology,
+    directed_exponential,
+    directed_ring,
+    from_matrix,
+    from_networkx,
+    random_directed,
+)
 from .graphs import (
     GENERATORS,
     MAX_EDGES,
@@ -33,8 +44,6 @@ from .graphs import (
     complete,
     erdos_renyi,
     exponential,
-    from_matrix,
-    from_networkx,
     grid,
     hypercube,
     random_geometric,
@@ -58,11 +67,12 @@ from .time_varying import (
 # name -> generator of every generator that takes a size (each module lists its own in its
 # ``GENERATORS``, which is part of its ``__all__``)
 REGISTRY = {name: getattr(module, name)
-            for module in (graphs, time_varying) for name in module.GENERATORS}
+            for module in (graphs, time_varying, directed) for name in module.GENERATORS}
 
 __all__ = ["REGISTRY", "GENERATORS", "TIME_VARYING", "WEIGHT_RULES", "MAX_EDGES", "Topology",
            "TimeVaryingTopology", "ring", "torus", "grid", "complete", "star", "hypercube",
            "exponential", "erdos_renyi", "random_geometric", "social", "one_peer_exponential",
            "random_matching", "with_link_failures", "from_networkx", "from_matrix", "torus_shape",
            "by_name", "validate_matrix", "weight_matrix", "neighbour_lists", "circulant_structure",
-           "graphs", "structure", "time_varying"]
+           "graphs", "structure", "time_varying", "directed", "DirectedTopology", "directed_ring",
+           "directed_exponential", "random_directed"]

@@ -170,6 +170,12 @@ class Topology:
     def time_varying(self) -> bool:
         return False
 
+    @property
+    def directed(self) -> bool:
+        """Whether the graph is directed (:class:`~decsim.topology.directed.DirectedTopology`);
+        only ``sgp`` and ``push_pull`` run on one."""
+        return False
+
     def W_at(self, tau: int) -> np.ndarray:
         """The mixing matrix of round ``tau`` (host-side, for inspection and tests): ``W`` for a
         static topology."""
@@ -591,7 +597,10 @@ def social(*, weights: str = "metropolis") -> Topology:
 
 def from_networkx(G: nx.Graph, *, weights: str = "metropolis",
                   name: Optional[str] = None) -> Topology:
-    """Topology of any connected networkx graph (nodes are relabelled 0..n-1 in node order)."""
+    """Topology of any connected networkx graph (nodes are relabelled 0..n-1 in node order).
+
+    ``ds.topology.from_networkx`` (:func:`decsim.topology.directed.from_networkx`) sends a
+    ``DiGraph`` to a directed topology instead."""
     if not isinstance(G, nx.Graph):
         raise ValueError(f"G must be a networkx Graph; got {type(G).__name__}.")
     return _from_graph(G, name or f"graph({G.number_of_nodes()})", weights)
@@ -599,7 +608,8 @@ def from_networkx(G: nx.Graph, *, weights: str = "metropolis",
 
 def from_matrix(W, *, name: Optional[str] = None) -> Topology:
     """Topology of an explicit mixing matrix (validated: square, symmetric, nonnegative, rows sum
-    to 1, connected)."""
+    to 1, connected). ``ds.topology.from_matrix(P, directed=True)``
+    (:func:`decsim.topology.directed.from_matrix`) takes a column-stochastic P instead."""
     W = validate_matrix(W)
     return Topology(matrix=W, name=name or f"matrix({W.shape[0]})")
 
