@@ -273,7 +273,7 @@ def test_default_weights_are_metropolis():
         (np.full((2, 3), 1 / 3), "must be a square"),
         (np.array([0.5, 0.5]), "must be a square"),
         (np.array([[0.5, 0.5, 0.0], [0.25, 0.5, 0.25], [0.25, 0.0, 0.75]]), "is not symmetric"),
-        (np.array([[1.5, -0.5], [-0.5, 1.5]]), "has a negative entry"),
+        (np.array([[1.5, -0.5], [-0.5, 1.5]]), "does not mix.*negative entries"),
         (np.array([[0.5, 0.4], [0.4, 0.5]]), "rows of W must sum to 1"),
         (np.kron(np.eye(2), np.full((2, 2), 0.5)), "does not mix.*disconnected"),
         (np.array([[0.0, 1.0], [1.0, 0.0]]), "does not mix.*periodic"),
@@ -314,7 +314,7 @@ def test_hypercube_needs_power_of_two():
             lambda: T.ring(8, weights="metropolis_hastings"),
             "unknown weight rule 'metropolis_hastings'; weights must be one of 'metropolis', "
             "'uniform', "
-            "'lazy'. Did you mean 'metropolis'?",
+            "'lazy', 'best_constant', 'fastest'. Did you mean 'metropolis'?",
         ),
         (
             lambda: T.complete(4, weights="Uniform"),
@@ -552,7 +552,11 @@ def test_round_off_negative_diagonal_is_accepted():
     np.fill_diagonal(W, 1.0 - W.sum(axis=1))
     topo = T.from_matrix(W)
     assert topo.W.min() >= 0.0
-    with pytest.raises(ValueError, match="negative entry"):
+    # a negative weight is allowed when W still mixes, refused when an eigenvalue leaves (-1, 1)
+    W = T.star(5, weights="best_constant").W
+    # star of 5: Laplacian spectrum {0, 1, 1, 1, 5}, alpha = 1/3, W's spectrum {1, 2/3, -2/3}
+    assert W.min() < -0.1 and T.from_matrix(W).lam == pytest.approx(2 / 3, abs=1e-12)
+    with pytest.raises(ValueError, match="does not mix.*negative entries"):
         T.from_matrix(np.array([[1.001, -0.001], [-0.001, 1.001]]))
 
 

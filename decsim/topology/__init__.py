@@ -26,7 +26,7 @@ Example:
     True
 """
 
-from . import directed, graphs, structure, time_varying
+from . import directed, graphs, structure, time_varying, weights
 from .directed import (
     DirectedTopology,
     directed_exponential,
@@ -74,5 +74,6 @@ __all__ = ["REGISTRY", "GENERATORS", "TIME_VARYING", "WEIGHT_RULES", "MAX_EDGES"
            "exponential", "erdos_renyi", "random_geometric", "social", "one_peer_exponential",
            "random_matching", "with_link_failures", "from_networkx", "from_matrix", "torus_shape",
            "by_name", "validate_matrix", "weight_matrix", "neighbour_lists", "circulant_structure",
-           "graphs", "structure", "time_varying", "directed", "DirectedTopology", "directed_ring",
+           "graphs", "structure", "time_varying", "directed", "weights", "DirectedTopology",
+           "directed_ring",
            "directed_exponential", "random_directed"]

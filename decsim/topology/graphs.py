@@ -39,6 +39,7 @@ import scipy.sparse as sp
 
 from .._checks import closest, in_interval, integer, one_of, positive
 from .structure import DENSE_SPECTRUM_MAX_N, Spectrum
+from .weights import OPTIMISED
 
 GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
               "erdos_renyi", "random_geometric", "social")
@@ -46,7 +47,7 @@ GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponen
 __all__ = ["Topology", "WEIGHT_RULES", "GENERATORS", "MAX_EDGES", "validate_matrix",
            "weight_matrix", *GENERATORS, "from_networkx", "from_matrix", "torus_shape", "by_name"]
 
-WEIGHT_RULES = ("metropolis", "uniform", "lazy")
+WEIGHT_RULES = ("metropolis", "uniform", "lazy", "best_constant", "fastest")
 MAX_EDGES = 10**7  # edge budget of every generator: W's CSR then takes about 250 MB
 _ROW_SUM_TOL = 1e-6
 _GAP_TOL = 1e-12
@@ -232,14 +233,11 @@ def validate_matrix(W, *, what: str = "W"):
         raise ValueError(f"{what} is not symmetric (max |W - W^T| = {asym:.3g}); decsim needs a "
                          "symmetric W. Symmetrize it, e.g. with Metropolis weights "
                          "(ds.topology.from_networkx(G, weights='metropolis')).")
-    if W.nnz and float(W.data.min()) < -_NEG_TOL:
-        coo = W.tocoo()
-        k = int(np.argmin(coo.data))
-        raise ValueError(f"{what} has a negative entry W[{coo.row[k]}, {coo.col[k]}] = "
-                         f"{coo.data[k]:.3g}; weights must be nonnegative. Use a weight rule such "
-                         "as 'metropolis' or 'lazy'.")
-    if W.nnz and W.data.min() < 0.0:
-        W.data[W.data < 0.0] = 0.0
+    # Negative weights are allowed (optimised weights such as "best_constant" and "fastest"
+    # have them: every algorithm's analysis needs only a symmetric doubly stochastic W with
+    # lam < 1, checked below); round-off such as 1 - 20 * (1/20) = -2e-16 becomes 0.
+    if W.nnz:
+        W.data[(W.data < 0.0) & (W.data > -_NEG_TOL)] = 0.0
     W.eliminate_zeros()
     rows = np.asarray(W.sum(axis=1)).ravel()
     bad = int(np.argmax(np.abs(rows - 1.0)))
@@ -265,9 +263,11 @@ def validate_matrix(W, *, what: str = "W"):
             J = np.full_like(dense, 1.0 / n)
             lam = float(np.max(np.abs(np.linalg.eigvalsh(dense - J))))
             if 1.0 - lam <= _GAP_TOL:
+                hint = (" Its negative entries push an eigenvalue to or past -1 or above 1; use "
+                        "smaller off-diagonal weights." if W.data.min() < 0 else "")
                 raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = "
                                  f"{1.0 - lam:.3g} (<= 1e-12). Connect the graph, or use "
-                                 "weights='lazy'.")
+                                 f"weights='lazy'.{hint}")
     return W
 
 
@@ -313,7 +313,9 @@ def _edge_arrays(n: int, u, v):
 
 def _weights(n: int, a, b, weights: str):
     """Scipy CSR mixing matrix of the graph with edges ``(a[k], b[k])`` (distinct, a < b) under a
-    weight rule; O(n + edges)."""
+    weight rule; O(n + edges) (the optimised rules: :mod:`decsim.topology.weights`)."""
+    if weights in OPTIMISED:
+        return OPTIMISED[weights](n, a, b)
     deg = np.bincount(np.concatenate([a, b]), minlength=n) if a.size else np.zeros(n, np.int64)
     if weights == "uniform":
         w = np.full(a.size, 1.0 / (1.0 + (deg.max() if n else 0)))
@@ -334,6 +336,8 @@ def weight_matrix(G: nx.Graph, weights: str = "metropolis", *, sparse: bool = Fa
     * ``"metropolis"``: ``w_ij = 1 / (1 + max(deg_i, deg_j))`` on each edge, diagonal = remainder.
     * ``"uniform"``: ``w_ij = 1 / (1 + max_degree)`` on each edge, diagonal = remainder.
     * ``"lazy"``: ``(I + W_metropolis) / 2``.
+    * ``"best_constant"``, ``"fastest"``: optimised weights, which may be negative
+      (:func:`decsim.topology.weights.best_constant`, :func:`decsim.topology.weights.fastest`).
     """
     weights = _check_weights(weights)
     n = G.number_of_nodes()
@@ -373,7 +377,7 @@ def _from_edges(n: int, u, v, name: str, weights: str, *, degree: Optional[int] 
     _check_edges(a.size, name, "use fewer workers or a sparser graph.")
     W = validate_matrix(_weights(n, a, b, weights), what=f"W of {name}")
     closed = None
-    if degree is not None and laplacian is not None:
+    if degree is not None and laplacian is not None and weights not in OPTIMISED:
         closed = functools.partial(_mixing_spectrum, laplacian, 1.0 / (1.0 + degree),
                                    weights == "lazy")
     suffix = "" if weights == "metropolis" else f", {weights}"
