@@ -7,7 +7,9 @@ rounds. :class:`TimeModel` turns every step's :class:`~decsim.StepCost` into sim
 
 * **compute**: worker i spends ``compute · grad_evals · (1 + s_{i,t})`` seconds on its gradients
   in step t, where ``s`` are straggler delays drawn inside the compiled loop from the run's key
-  (``"none"``, ``("exponential", mean)`` or ``("lognormal", sigma)``, then ``s = exp(sigma z)``);
+  (``"none"``, ``("exponential", mean)``, or ``("lognormal", sigma)``: then
+  ``1 + s = exp(sigma z)``, z standard normal, so compute times are lognormal with median
+  ``compute``; s may be negative, a worker faster than the median);
 * **communication**: each gossip round costs ``latency + deg_max · message_bits / bandwidth``
   when a worker's messages share its link (``nic="shared"``, default) or
   ``latency + message_bits / bandwidth`` with one link per neighbour (``nic="per_link"``), with
@@ -205,8 +207,8 @@ def step_seconds(static: tuple, targs: dict, cost, key, n: int):
     _, dist = static
     if dist == "exponential":
         slow = targs["scale"] * jnp.max(jax.random.exponential(key, (n,), jnp.float32))
-    elif dist == "lognormal":
-        slow = jnp.max(jnp.exp(targs["scale"] * jax.random.normal(key, (n,), jnp.float32)))
+    elif dist == "lognormal":  # 1 + s = exp(σ z): compute times lognormal with median c
+        slow = jnp.max(jnp.exp(targs["scale"] * jax.random.normal(key, (n,), jnp.float32))) - 1.0
     else:
         slow = jnp.float32(0.0)
     compute = targs["compute"] * cost.grad_evals * (1.0 + slow)
