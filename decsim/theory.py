@@ -7,7 +7,7 @@ confidence interval over seeds; :func:`transient_time` is the number of steps un
 decentralized run stays within 10% of centralized SGD.
 
 Closed forms: the stationary error of SGD on the noisy quadratic (:func:`stationary_error`), and
-the rate expressions of section 8 as functions of the problem and topology constants
+the rate expressions of docs/theory.md as functions of the problem and topology constants
 (:func:`problem_constants` collects L, μ, σ², ζ², p, gap from a Problem and a Topology):
 :func:`dsgd_iterations` / :func:`dsgd_rate` / :func:`dsgd_transient_iterations` (Koloskova et al.
 2020), :func:`choco_rate` (Koloskova et al. 2020, Choco-SGD) and :func:`detag_lower_bound`

@@ -49,9 +49,9 @@ ALGORITHMS = {
     "damsgrad": (lambda **h: A.damsgrad(**h), LR, (1, 1, 2 * DENSE)),
     "dadagrad": (lambda **h: A.dadagrad(**h), LR, (1, 1, 2 * DENSE)),
     "ada_choco_sgd": (lambda **h: A.ada_choco_sgd(compressor=TK, **h), LR_G, (1, 1, TK_BITS)),
-    # exact messages (levels=None) make the bits exact; the coded bits are tested in test_malcom
     "sgp": (lambda **h: A.sgp(**h), LR, (1, 1, DENSE + 32)),
     "push_pull": (lambda **h: A.push_pull(**h), LR, (1, 1, 2 * DENSE)),
+    # exact messages (levels=None) make the bits exact; the coded bits are tested in test_malcom
     "malcom_psgd": (lambda **h: A.malcom_psgd(levels=None, **h),
                     {"learning_rate": 0.05, "gamma": 0.3, "l1": 0.01}, (1, 1, DENSE)),
 }

@@ -1,4 +1,5 @@
-"""Algorithms against their docs/reference/index.md equations (section 3), identities and behaviour.
+"""Algorithms against their equations (docs/reference/algorithms.md#family-baselines),
+identities and behaviour.
 
 Every algorithm's trajectory is compared with a plain-numpy (float64) implementation of its
 equations on a small heterogeneous least-squares problem with full-batch gradients.

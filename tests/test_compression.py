@@ -2,8 +2,8 @@
 tuner.
 
 Every compressor of ``decsim.compression.REGISTRY`` has at least one row in TABLE; each row carries
-its expected quality ω(d) and bit count, written here from the table of section 2 (independently
-of the module's own helpers).
+its expected quality ω(d) and bit count, written here from docs/reference/compressors.md
+(independently of the module's own helpers).
 """
 
 import functools

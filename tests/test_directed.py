@@ -88,6 +88,26 @@ def test_push_and_pull_rounds_on_each_path(digraph, path):
         ds.gossip.plan(digraph, "roll")
 
 
+@pytest.mark.parametrize("name", ["sgp", "push_pull"])
+def test_dense_and_sparse_paths_give_the_same_run(name, ls, digraph):
+    """Inside the compiled loop (ds.run, 5 steps, every step evaluated). The two paths sum the
+    same products in a different order (a matmul against gathers of the neighbour lists), so
+    they agree to float32 rounding (about 1e-7 relative per step), not bit for bit."""
+    prob, _, _ = ls
+    assert ds.gossip.plan(digraph, "auto").path == "dense"  # sparse only when asked for here
+    runs = {path: ds.run(getattr(A, name)(ETA), prob, digraph, 5, eval_every=1, gossip=path)
+            for path in ("dense", "sparse")}
+    dense, sparse = runs["dense"], runs["sparse"]
+    assert (dense.config["gossip"], sparse.config["gossip"]) == ("dense", "sparse")
+    assert not dense.diverged and not sparse.diverged
+    np.testing.assert_allclose(sparse.params, dense.params, rtol=1e-5,
+                               atol=1e-6 * np.max(np.abs(dense.params)))
+    assert np.ptp(dense.params, axis=0).max() > 1e-3  # the workers disagree: gossip matters
+    for metric in ("loss", "consensus", "bits"):
+        np.testing.assert_allclose(sparse.metrics[metric], dense.metrics[metric], rtol=1e-5,
+                                   err_msg=metric)
+
+
 # ---------------------------------------------------------------------------------------------
 # exact trajectories
 
@@ -230,6 +250,23 @@ def test_undirected_algorithms_refuse_a_directed_topology(ls):
         ds.config.build(cfg)
     cfg["algorithm"] = {"name": "sgp", "learning_rate": 0.1}
     assert ds.config.build(cfg).topology.directed
+
+
+def test_sweep_and_compare_refuse_a_directed_topology_before_compiling(tmp_path):
+    base = {"problem": {"name": "quadratic", "dim": 3}, "topology": "directed_ring",
+            "n_workers": 4, "steps": 10, "eval_every": 5}
+    spec = {"compare": {"tuning_seeds": [0], "eval_seeds": [1], "grid_points": 1},
+            "base": base, "algorithm": [{"name": "sgp", "learning_rate": 0.1},
+                                        {"name": "dsgd", "learning_rate": 0.1}]}
+    before = ds.runner.trace_count()
+    with pytest.raises(ValueError, match=r"dsgd needs an undirected.*sgp.*push_pull"):
+        ds.sweep(dict(base, algorithm={"name": "dsgd", "learning_rate": 0.1}),
+                 {"algorithm.learning_rate": [0.05, 0.1]}, str(tmp_path / "sweep"),
+                 progress=False)
+    with pytest.raises(ValueError, match=r"dsgd needs an undirected.*sgp.*push_pull"):
+        ds.compare(spec, str(tmp_path / "compare"), progress=False)  # sgp listed first: no run
+    assert ds.runner.trace_count() == before
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "compare").exists()
 
 
 def test_bad_directed_input():

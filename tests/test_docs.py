@@ -5,6 +5,7 @@ and loaded in headless Chromium, shows rendered math and has no broken internal 
 import functools
 import http.server
 import importlib.util
+import json
 import os
 import pathlib
 import re
@@ -55,14 +56,83 @@ def test_every_registry_entry_has_a_reference_section(kind):
                          "whose anchor is the name, e.g. '### `name` { #name }'")
 
 
-def test_the_sections_written_ahead_of_their_code_are_there():
-    # entries of the directed-graph / baselines work, documented before their code lands
+def test_the_directed_and_optimised_weight_entries_have_reference_sections():
+    # the directed-graph algorithms and topologies, the baselines and the optimised weight rules
     assert {"extra", "beer", "qg_dsgdm", "sgp", "push_pull"} <= anchors("reference/algorithms.md")
     assert {"directed_ring", "directed_exponential", "random_directed", "best_constant",
             "fastest"} <= anchors("reference/topologies.md")
 
 
 FORBIDDEN = [relink_docs.ALG, relink_docs.DES, relink_docs.REVIEW, relink_docs.SHARED.rstrip("/")]
+
+# A numbered section ("section 7", "Section 3", "sections 2 and 7", "§5", "ALGORITHMS section")
+# is a leftover citation of the outside specification: the docs pages have no numbered sections
+# (they are cited as docs/<page>.md#<anchor>). Two numbered sections are legitimate: a paper's,
+# cited right after its year ("He et al. (2016), section 4.2", "ICML'19, §5"), and, in a
+# notebook, one of the notebook's own numbered headings ("## 2. ...": "section 2 shows ...").
+_NUMBERED_SECTION = re.compile(r"(?i:\bsections?\s+|§\s*)(?P<num>\d+)(?:\.\d+)*"
+                               r"|\bALGORITHMS,?\s+(?:sections?|§)")
+_AFTER_A_YEAR = re.compile(r"(?:\b(?:19|20)\d\d[a-z]?|'\d\d)\)?,?\s*$")
+_HEADING_NUMBER = re.compile(r"^#+\s*(\d+)\.", re.M)
+# where citations are looked for; this file holds the old citation forms as the rewriter's data
+CITATION_DIRS = ("decsim/", "tests/", "notebooks/", "examples/")
+CITATION_EXEMPT = {"tests/test_docs.py"}
+
+
+def numbered_section_citations(rel: str, text: str) -> list[str]:
+    """``"file:where: citation"`` for each numbered-section citation in ``text`` (file ``rel``):
+    by line, or by cell for a notebook (whose cells' sources are read, not the JSON)."""
+    if rel.endswith(".ipynb"):
+        cells = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                 for c in json.loads(text)["cells"]]
+        own = {int(k) for c in cells for k in _HEADING_NUMBER.findall(c)}
+        parts = [(f"cell {i}", c) for i, c in enumerate(cells)]
+    else:
+        own, parts = set(), [(None, text)]
+    found = []
+    for where, part in parts:
+        for m in _NUMBERED_SECTION.finditer(part):
+            if _AFTER_A_YEAR.search(part[max(0, m.start() - 20):m.start()]):
+                continue  # a paper's section
+            num = m.group("num")
+            if num and int(num) in own and m.group().lower().startswith("section"):
+                continue  # the notebook's own numbered heading
+            at = where or f"{part.count(chr(10), 0, m.start()) + 1}"
+            found.append(f"{rel}:{at}: {m.group()}")
+    return found
+
+
+@pytest.mark.parametrize("text, flagged", [
+    ("stochastic, nonnegative mixing matrix (docs/reference/topologies.md and section 0):", True),
+    ("the rate expressions of section 8 as functions of the problem", True),
+    ("the entropy-coded length of section 7 is an upper layer.", True),
+    ("message (section 7: 32-bit norm, Elias-gamma gaps", True),
+    ('coder: ``"elias"`` (exact Elias-gamma code length, section 7) or', True),
+    ("Algorithms against their docs/reference/index.md equations (section 3), identities", True),
+    ("written here from the table of section 2 (independently", True),
+    ('    """Section 7 with exact messages (Q = X½ − X̂)."""', True),
+    ("sections 2 and 7", True),
+    ("see §4 for the tuner", True),
+    ("the ALGORITHMS section on Choco", True),
+    ("# CIFAR ResNets (He et al. 2016, section 4.2)", False),
+    ("The CIFAR ResNet of He et al. (2016), section 4.2: depth", False),
+    ("the Choco paper (ICML'19,\n    §5) attributes to Carli et al.", False),
+    ("see [the source coder](compressors.md#elias-gamma-coding), a section of the page", False),
+    ("from .registry import ALGORITHMS", False),
+])
+def test_numbered_section_citations_are_found_and_papers_sections_are_not(text, flagged):
+    assert bool(numbered_section_citations("decsim/x.py", text)) == flagged
+
+
+def test_a_notebook_may_cite_its_own_numbered_sections_only():
+    def notebook(*cells):
+        return json.dumps({"cells": [{"cell_type": "markdown", "source": c} for c in cells]})
+
+    own = notebook("## 1. Graphs\n", "## 2. Skewed data\n", "which differ (section 2\nshows it)")
+    assert numbered_section_citations("notebooks/x.ipynb", own) == []
+    stale = notebook("## 1. Graphs\n", ["The statement of ", "section 8 is about the norm"])
+    assert numbered_section_citations("notebooks/x.ipynb", stale) == [
+        "notebooks/x.ipynb:cell 1: section 8"]
 
 
 def test_nothing_in_the_project_refers_to_files_outside_it():
@@ -75,8 +145,11 @@ def test_nothing_in_the_project_refers_to_files_outside_it():
             for m in re.finditer(re.escape(word), text):
                 line = text.count("\n", 0, m.start()) + 1
                 offenders.append(f"{rel}:{line}: {word}")
-    assert not offenders, ("these cite files outside the project; run python tools/relink_docs.py "
-                           "and link the docs pages instead:\n" + "\n".join(offenders))
+        if rel.startswith(CITATION_DIRS) and rel not in CITATION_EXEMPT:
+            offenders += numbered_section_citations(rel, text)
+    assert not offenders, ("these cite files outside the project, or the numbered sections of "
+                           "the old specification; run python tools/relink_docs.py and link the "
+                           "docs pages (docs/<page>.md#<anchor>) instead:\n" + "\n".join(offenders))
 
 
 A, D = relink_docs.ALG, relink_docs.DES

@@ -84,7 +84,7 @@ def test_zero_message_and_fixed_coder():
 
 
 def ref_malcom_exact(A, y, W, eta, gamma, mu, T):
-    """Section 7 with exact messages (Q = X½ − X̂)."""
+    """docs/reference/algorithms.md#malcom_psgd with exact messages (Q = X½ − X̂)."""
     X, X_hat = np.zeros((N, D)), np.zeros((N, D))
     out = [X]
     for _ in range(T):

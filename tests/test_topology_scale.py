@@ -184,6 +184,66 @@ def test_periodic_check_is_sparse():
     assert T.from_matrix(odd).spectral_gap > 0
 
 
+def ring_with_negative_weights(n, edge, diagonal):
+    """Metropolis ring of n (weights 1/3) with edge (0, 1) set to ``edge`` and W[0, 0], W[1, 1]
+    to ``diagonal`` (the caller keeps the rows summing to 1)."""
+    W = T.ring(n).matrix.tolil()
+    W[0, 1] = W[1, 0] = edge
+    W[0, 0] = W[1, 1] = diagonal
+    return W.tocsr()
+
+
+# Edge (0, 1) at -0.01: the path around the rest of the ring (n - 1 edges of weight 1/3) has
+# resistance 3 (n - 1) > 100, so the signed Laplacian I - W has a negative eigenvalue: W has
+# one above 1. Diagonal -1/2 and edge 7/6: (e_0 - e_1) / sqrt(2) has Rayleigh quotient -5/3, so
+# W has one below -1. Both are connected with a positive diagonal elsewhere, so only the
+# spectrum shows that they do not mix; edge -1e-5 (resistance times weight about 0.02) mixes.
+NOT_MIXING = {"above 1": (-0.01, 2 / 3 + 0.01), "below -1": (7 / 6, -0.5)}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_MIXING))
+def test_large_W_with_negative_entries_that_does_not_mix_is_refused(case):
+    n = S.DENSE_SPECTRUM_MAX_N + 52  # above the dense check: the sparse eigensolver decides
+    W = ring_with_negative_weights(n, *NOT_MIXING[case])
+    assert np.allclose(np.asarray(W.sum(axis=1)).ravel(), 1.0) and W.min() < 0
+    with pytest.raises(ValueError, match="does not mix: spectral gap .*negative entries"):
+        T.from_matrix(W)
+    mixing = T.from_matrix(ring_with_negative_weights(n, -1e-5, 2 / 3 + 1e-5))
+    assert mixing.matrix.min() < 0 and 0.0 < mixing.spectral_gap < T.ring(n).spectral_gap
+
+
+def test_large_W_with_negative_entries_is_refused_when_the_eigensolver_fails(monkeypatch):
+    from decsim.topology import graphs
+
+    def fails(M):
+        raise no_convergence()
+
+    monkeypatch.setattr(graphs, "sparse_extremes", fails)
+    W = ring_with_negative_weights(S.DENSE_SPECTRUM_MAX_N + 52, -1e-5, 2 / 3 + 1e-5)
+    with pytest.raises(ValueError, match="negative entries.*did not converge.*nonnegative"):
+        T.from_matrix(W)
+    assert T.ring(S.DENSE_SPECTRUM_MAX_N + 52).n > 0  # nonnegative: no eigensolver needed
+
+
+@pytest.mark.parametrize("edge, mixes", [(-0.01, False), (-1e-4, True)])
+def test_sparse_mixing_check_agrees_with_the_dense_spectrum(edge, mixes, monkeypatch):
+    """With the dense threshold lowered to 16, a ring of 40 goes through the sparse check: its
+    verdict and its reported gap are those of the dense eigendecomposition of W - J."""
+    from decsim.topology import graphs
+
+    monkeypatch.setattr(graphs, "DENSE_SPECTRUM_MAX_N", 16)
+    monkeypatch.setattr(S, "DENSE_SPECTRUM_MAX_N", 16)
+    n = 40
+    W = ring_with_negative_weights(n, edge, 2 / 3 - edge)
+    gap = 1.0 - np.max(np.abs(np.linalg.eigvalsh(W.toarray() - 1.0 / n)))
+    assert (gap > 0) == mixes
+    if mixes:
+        assert T.from_matrix(W).spectral_gap == pytest.approx(gap, abs=1e-9)
+    else:
+        with pytest.raises(ValueError, match=re.escape(f"1 - ||W - J||_2 = {gap:.3g} (<=")):
+            T.from_matrix(W)
+
+
 # ---------------------------------------------------------------------------------------------
 # 10⁵ workers, in a subprocess with an address-space limit
 

@@ -120,7 +120,7 @@ def _push_pull(local):
 
 
 def push_pull(learning_rate=None, *, local_optimizer=None) -> Algorithm:
-    """Push-Pull / AB gradient tracking on a directed graph (Pu, Shi, Xu, Nedić 2020; Xin & Khan
+    """Push-Pull / AB gradient tracking on a directed graph (Pu, Shi, Xu, Nedić 2021; Xin & Khan
     2018): the model is pulled with the row-stochastic A, the tracker pushed with the
     column-stochastic B of the same digraph.
 

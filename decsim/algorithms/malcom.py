@@ -77,8 +77,9 @@ def malcom_psgd(learning_rate, gamma, l1, *, levels: int | None = 16,
       l1: μ ≥ 0, weight of the l1 penalty (the prox threshold is η μ).
       levels: s, levels of the dithered quantizer; ``None`` for exact (unquantized) messages,
         which with ``l1 = 0`` is ``choco_sgd(order="paper")`` with the identity compressor.
-      coder: ``"elias"`` (exact Elias-gamma code length, section 7) or ``"fixed"`` (the
-        fixed-length qsgd count ``d (1 + ceil(log2(s+1))) + 32``, for comparison).
+      coder: ``"elias"`` (exact Elias-gamma code length,
+        docs/reference/compressors.md#elias-gamma-coding) or ``"fixed"`` (the fixed-length qsgd
+        count ``d (1 + ceil(log2(s+1))) + 32``, for comparison).
       local_optimizer: optax GradientTransformation run per worker on ``G_t`` (built with
         learning rate 1.0).
 

@@ -309,13 +309,14 @@ def dithered(levels: int, coder: str = "fixed") -> Compressor:
 
     ``D(x) = ‖x‖₂ sign(x) ⌊s|x|/‖x‖₂ + u⌋ / s``, ``u ~ U[0, 1)``: the same map as
     ``qsgd(levels, unbiased=True)``. Its ``bits`` is the fixed-length qsgd count
-    ``d (1 + ceil(log2(s+1))) + 32``; the entropy-coded length of section 7 is an upper layer.
+    ``d (1 + ceil(log2(s+1))) + 32``; the entropy-coded length
+    (docs/reference/compressors.md#elias-gamma-coding) is an upper layer.
 
     With ``coder="elias"`` the payload is the exact length of MALCOM-PSGD's lossless code of the
-    message (section 7: 32-bit norm, Elias-gamma gaps between nonzero positions, sign bit and
-    Elias-gamma level per nonzero), known only while compressing: use ``encode(key, x) ->
-    (x_hat, bits)`` (``compress_stacked`` does); ``bits(x_hat)`` cannot recover the levels from
-    the reconstruction and refuses.
+    message (docs/reference/compressors.md#elias-gamma-coding: 32-bit norm, Elias-gamma gaps
+    between nonzero positions, sign bit and Elias-gamma level per nonzero), known only while
+    compressing: use ``encode(key, x) -> (x_hat, bits)`` (``compress_stacked`` does);
+    ``bits(x_hat)`` cannot recover the levels from the reconstruction and refuses.
 
     Args:
       levels: s >= 1, integer.

@@ -1,8 +1,9 @@
 """Static communication graphs: the :class:`Topology` class, weight rules, validation, generators.
 
 This is the only module that uses networkx. A :class:`Topology` holds a symmetric, doubly
-stochastic, nonnegative mixing matrix ``W`` (scipy CSR, float64) and its spectral quantities
-(docs/reference/topologies.md and section 0):
+stochastic mixing matrix ``W`` (scipy CSR, float64) that mixes (``lam < 1``; its entries may be
+negative, as optimised weights' are) and its spectral quantities
+(docs/reference/topologies.md#spectra; notation: docs/concepts.md#notation):
 
 * ``lam = ||W − J||_2 = max(|λ_2|, |λ_n|)``, ``spectral_gap = 1 − lam``,
 * ``beta = ||I − W||_2``, ``p = 1 − lam²``.
@@ -38,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._checks import closest, in_interval, integer, one_of, positive
-from .structure import DENSE_SPECTRUM_MAX_N, Spectrum
+from .structure import DENSE_SPECTRUM_MAX_N, Spectrum, sparse_extremes
 from .weights import OPTIMISED
 
 GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
@@ -66,8 +67,8 @@ class Topology:
     (:func:`decsim.topology.structure.sparse_extremes`) otherwise.
 
     Attributes:
-      matrix: scipy CSR ``[n, n]`` float64 mixing matrix (symmetric, nonnegative, doubly
-        stochastic).
+      matrix: scipy CSR ``[n, n]`` float64 mixing matrix (symmetric, doubly stochastic, with
+        ``lam < 1``; entries may be negative).
       name: e.g. ``"ring(16)"``.
       graph: the networkx graph (self-loops removed) of topologies built from one, or ``None``
         (then the graph of nonzero off-diagonal entries is built on demand by ``nx_graph``).
@@ -210,12 +211,18 @@ class Topology:
 
 
 def validate_matrix(W, *, what: str = "W"):
-    """Check that ``W`` (dense or scipy sparse) is a valid mixing matrix; return it as scipy CSR
-    float64. O(nnz) for sparse input above n = 2048 (below, the spectral gap is checked densely).
+    """Check that ``W`` (dense or scipy sparse) is a valid mixing matrix: square, symmetric, rows
+    summing to 1, and mixing (``lam = ||W − J||_2 < 1``); return it as scipy CSR float64.
+
+    Entries may be negative. Up to n = 2048 the spectral gap is checked densely. Above, a
+    nonnegative W is checked in O(nnz) (connected and aperiodic imply ``lam < 1``), and a W with
+    negative entries by its two extreme eigenvalues from the sparse eigensolver
+    (:func:`decsim.topology.structure.sparse_extremes`, O(nnz) memory).
 
     Raises:
-      ValueError: naming the defect (not square, not symmetric, negative entries, rows not summing
-        to 1, disconnected, periodic) and how to fix it.
+      ValueError: naming the defect (not square, not symmetric, rows not summing to 1,
+        disconnected, periodic, an eigenvalue pushed to or past ±1 by negative entries) and how
+        to fix it.
     """
     sparse = sp.issparse(W)
     W = sp.csr_matrix(W, dtype=np.float64) if sparse else np.asarray(W, dtype=np.float64)
@@ -258,17 +265,38 @@ def validate_matrix(W, *, what: str = "W"):
             raise ValueError(f"{what} does not mix: it has an eigenvalue at -1 (a periodic "
                              "chain: bipartite graph, zero diagonal), so the spectral gap is "
                              "0. Put weight on the diagonal, e.g. weights='lazy'.")
+        negative = bool(W.data.min() < 0)
         if n <= DENSE_SPECTRUM_MAX_N:
             dense = W.toarray()
             J = np.full_like(dense, 1.0 / n)
             lam = float(np.max(np.abs(np.linalg.eigvalsh(dense - J))))
-            if 1.0 - lam <= _GAP_TOL:
-                hint = (" Its negative entries push an eigenvalue to or past -1 or above 1; use "
-                        "smaller off-diagonal weights." if W.data.min() < 0 else "")
-                raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = "
-                                 f"{1.0 - lam:.3g} (<= 1e-12). Connect the graph, or use "
-                                 f"weights='lazy'.{hint}")
+        elif negative:
+            lam = _sparse_lam(W, what)
+        else:
+            lam = None  # nonnegative, connected and aperiodic: lam < 1 (Perron-Frobenius)
+        if lam is not None and 1.0 - lam <= _GAP_TOL:
+            hint = (" Its negative entries push an eigenvalue to or past -1 or above 1; use "
+                    "smaller off-diagonal weights." if negative else "")
+            raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = "
+                             f"{1.0 - lam:.3g} (<= 1e-12). Connect the graph, or use "
+                             f"weights='lazy'.{hint}")
     return W
+
+
+def _sparse_lam(W, what: str) -> float:
+    """``||W − J||_2`` of a large, connected, symmetric, doubly stochastic W with negative entries,
+    from its extreme eigenvalues by the sparse eigensolver (which, for such a W, also finds an
+    eigenvalue above 1 or below -1)."""
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    try:
+        lambda_2, lambda_min = sparse_extremes(W)
+    except ArpackNoConvergence as err:
+        raise ValueError(f"{what} has negative entries, so only its spectrum tells whether it "
+                         f"mixes, and the sparse eigensolver did not converge on this "
+                         f"{W.shape[0]}-worker matrix. Use nonnegative weights (e.g. "
+                         "weights='metropolis'), or a W with a larger spectral gap.") from err
+    return float(max(abs(lambda_2), abs(lambda_min)))
 
 
 def _is_bipartite(W) -> bool:
@@ -611,9 +639,10 @@ def from_networkx(G: nx.Graph, *, weights: str = "metropolis",
 
 
 def from_matrix(W, *, name: Optional[str] = None) -> Topology:
-    """Topology of an explicit mixing matrix (validated: square, symmetric, nonnegative, rows sum
-    to 1, connected). ``ds.topology.from_matrix(P, directed=True)``
-    (:func:`decsim.topology.directed.from_matrix`) takes a column-stochastic P instead."""
+    """Topology of an explicit mixing matrix (validated by :func:`validate_matrix`: square,
+    symmetric, rows sum to 1, mixes with ``lam < 1``; entries may be negative).
+    ``ds.topology.from_matrix(P, directed=True)`` (:func:`decsim.topology.directed.from_matrix`)
+    takes a column-stochastic P instead."""
     W = validate_matrix(W)
     return Topology(matrix=W, name=name or f"matrix({W.shape[0]})")
 
