@@ -246,7 +246,7 @@ def kernels_child(cfg: dict) -> dict:
     import numpy as np
     import torch
 
-    from decsim.problems import nets
+    from decsim.problems import conv, nets
 
     torch.set_num_threads(cfg["threads"])
     net = cfg["net"]
@@ -273,7 +273,7 @@ def kernels_child(cfg: dict) -> dict:
     out["torch"] = {"forward": 1e3 * tf, "fwd+bwd": 1e3 * _best(fb, reps)}
     batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
     K = 64 if net == "cnn" else 4
-    for impl in nets.IMPLS if hasattr(nets, "IMPLS") else ("hybrid", "matmul", "im2col", "lax"):
+    for impl in conv.IMPLS:
         model = (nets.lenet(**CNN_ARCH, impl=impl) if net == "cnn" else nets.resnet20(impl=impl))
         out[impl] = _kernel_row(model, shape, batch, K, reps)
     return out

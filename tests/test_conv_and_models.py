@@ -113,6 +113,29 @@ def test_default_impl_is_listed():
     assert DEFAULT_IMPL in IMPLS
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_forward_impl_keeps_every_convolution_in_forward_form_inside_a_scan(stride):
+    # what makes "forward" fast inside a decsim run (a performance property, checked on the
+    # optimized HLO instead of a clock): every convolution of a training step compiled in a
+    # lax.scan body has the NHWC x HWIO -> NHWC labels of XLA:CPU's fast library kernel, while
+    # autodiff of lax.conv leaves its backward convolutions with transposed labels there
+    x, w = _rand(0, (4, 8, 8, 3)), _rand(1, (3, 3, 3, 5))
+
+    def scanned(impl):
+        # both operands trained, so both gradients are computed (a hidden layer's case)
+        loss = lambda xw: jnp.sum(conv2d(*xw, stride=stride, impl=impl) ** 2)  # noqa: E731
+        body = lambda xw, _: (jax.tree.map(lambda a, g: a - 1e-3 * g, xw,  # noqa: E731
+                                           jax.grad(loss)(xw)), None)
+        step = jax.jit(lambda xw: jax.lax.scan(body, xw, None, length=2)[0])
+        hlo = step.lower((x, w)).compile()
+        return [line for line in hlo.as_text().splitlines() if " convolution(" in line]
+
+    convs = scanned("forward")
+    assert len(convs) == 3  # forward, input gradient, weight gradient
+    assert all("dim_labels=b01f_01io->b01f" in line for line in convs), convs
+    assert any("dim_labels=b01f_01io->b01f" not in line for line in scanned("lax"))
+
+
 @pytest.mark.parametrize("kwargs,fragment", [
     ({"impl": "fast"}, "impl must be one of"),
     ({"padding": "same"}, "padding must be"),

@@ -3,13 +3,23 @@
 A decsim run is one ``lax.scan``; inside its body XLA:CPU runs the *backward* convolutions that
 autodiff of ``lax.conv_general_dilated`` produces (the input gradient, a convolution with a
 reversed kernel whose input/output feature axes are swapped, and the weight gradient, a
-convolution with batch and feature axes swapped) through a slow generic path, 5-10x slower than the
-same program as a plain jitted step (``benchmarks/conv.py``). Forward-form convolutions (NHWC
-input, HWIO kernel) and row-major matmuls stay fast there. Every ``impl`` of :func:`conv2d` computes
+convolution with batch and feature axes swapped) through a slow generic path, 25-100x slower than
+the same program as a plain jitted step (``benchmarks/conv.py``). In a plain jitted step XLA:CPU
+rewrites those convolutions into the forward form (NHWC input, HWIO kernel, explicit transposes
+of the operands) that its fast library kernel takes; in the optimized HLO of a loop body they
+keep autodiff's dimension labels (``b01f_01oi->b01f``, ``f01b_i01o->01bf``). Forward-form
+convolutions and row-major matmuls stay fast there. Every ``impl`` of :func:`conv2d` computes
 the same function (equal to ``lax.conv_general_dilated`` to float32 rounding, values and
 gradients); they differ in which of those fast operations they use:
 
-- ``"hybrid"`` (default): forward ``lax.conv_general_dilated``; a ``custom_vjp`` whose input
+- ``"forward"`` (default): forward ``lax.conv_general_dilated``; a ``custom_vjp`` whose two
+  gradients are forward-form convolutions too: the input gradient as in ``"hybrid"``, the weight
+  gradient as a convolution of the transposed input ``[C_in, H, W, batch]`` with the transposed
+  output gradient ``[H_out, W_out, batch, C_out]`` as its kernel (dilated by the stride), the
+  layout XLA:CPU itself rewrites autodiff's weight gradient into outside a loop. Inside the scan
+  it runs at the speed of a plain jitted ``"lax"`` step (``benchmarks/conv.py``), with the memory
+  of ``"lax"``.
+- ``"hybrid"``: forward ``lax.conv_general_dilated``; a ``custom_vjp`` whose input
   gradient is a forward-form convolution of the (dilated, padded) output gradient with the reversed,
   transposed kernel, and whose weight gradient is ``gᵀ @ patches`` (im2col, recomputed in the
   backward pass, so only the input is kept for it, as for ``"lax"``).
@@ -41,8 +51,8 @@ from jax import lax
 
 __all__ = ["conv2d", "IMPLS", "DEFAULT_IMPL", "conv_padding"]
 
-IMPLS = ("hybrid", "matmul", "im2col", "lax")
-DEFAULT_IMPL = "hybrid"
+IMPLS = ("forward", "hybrid", "matmul", "im2col", "lax")
+DEFAULT_IMPL = "forward"
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -132,7 +142,7 @@ def conv2d(x, w, *, stride: int = 1, padding="SAME", impl: str = DEFAULT_IMPL):
       stride: the stride in both spatial directions.
       padding: ``"SAME"`` (output ``ceil(H / stride)``), ``"VALID"``, or explicit
         ``((top, bottom), (left, right))`` zero padding.
-      impl: ``"hybrid"`` (default), ``"matmul"``, ``"im2col"`` or ``"lax"``.
+      impl: ``"forward"`` (default), ``"hybrid"``, ``"matmul"``, ``"im2col"`` or ``"lax"``.
 
     Returns:
       ``[batch, H_out, W_out, C_out]``.
@@ -270,4 +280,37 @@ def _hybrid_bwd(stride, pads, res, g):
 
 _hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 
-_IMPL_FNS = {"hybrid": _hybrid, "matmul": _matmul, "im2col": _im2col, "lax": _lax_conv}
+# ---------------------------------------------------------------------------------------------
+# "forward": every pass a forward-form (NHWC x HWIO) convolution
+
+
+def _weight_grad_conv(x, g, w_shape, stride, pads):
+    """``dw[di, dj, c, o] = sum_{b,i,j} xp[b, s*i + di, s*j + dj, c] g[b, i, j, o]``: a
+    forward-form convolution whose batch axis is ``C_in``, whose input features are the batch
+    and whose kernel is ``g`` (spatial ``H_out x W_out``, dilated by the stride). The transposes
+    are materialized so that XLA cannot fold them back into the convolution's dimension
+    numbers, which inside a loop body it would then run on its slow generic path."""
+    kh, kw = w_shape[:2]
+    xt = lax.optimization_barrier(jnp.transpose(x, (3, 1, 2, 0)))   # [C_in, H, W, batch]
+    gt = lax.optimization_barrier(jnp.transpose(g, (1, 2, 0, 3)))   # [Ho, Wo, batch, C_out]
+    d = lax.conv_general_dilated(xt, gt, (1, 1), pads, rhs_dilation=(stride, stride),
+                                 dimension_numbers=_DN)             # [C_in, >= kh, >= kw, C_out]
+    # positions past kh (kw) pair the last padded rows with nothing the forward pass read
+    return jnp.transpose(d[:, :kh, :kw, :], (1, 2, 0, 3))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _forward(x, w, stride, pads):
+    return _lax_conv(x, w, stride, pads)
+
+
+def _forward_bwd(stride, pads, res, g):
+    x, w = _after(res[0], g), res[1]
+    return (_input_grad(g, w, x.shape, stride, pads),
+            _weight_grad_conv(x, g, w.shape, stride, pads))
+
+
+_forward.defvjp(_hybrid_fwd, _forward_bwd)
+
+_IMPL_FNS = {"forward": _forward, "hybrid": _hybrid, "matmul": _matmul, "im2col": _im2col,
+             "lax": _lax_conv}

@@ -151,7 +151,7 @@ def resnet20(n_workers: int, *, dataset: str = "cifar10", partition: str = "iid"
              augment: bool = True, init: str = "same", model_state_mixing: str = "local",
              sampling: str = "replacement", compute_dtype=None,
              eval_batch_size: int | None = 500, eval_subsample: int | None = None,
-             worker_metrics: bool = False, conv_impl: str = "hybrid",
+             worker_metrics: bool = False, conv_impl: str = "forward",
              seed: int = 0) -> Problem:
     """He et al.'s CIFAR ResNet-20 (:func:`decsim.problems.nets.resnet20`, BatchNorm, option-A
     shortcuts, about 0.27M parameters) on an image data set, with the CIFAR augmentation (random
@@ -160,7 +160,7 @@ def resnet20(n_workers: int, *, dataset: str = "cifar10", partition: str = "iid"
 
     Args: as :func:`cnn` (default data set ``"cifar10"``, read from ``data_dir``; use
     ``"synthetic_cifar"`` to measure throughput without the files; ``conv_impl`` defaults to
-    ``"hybrid"``, the fastest for ResNet-20 inside the compiled loop).
+    ``"forward"``, the fastest for ResNet-20 inside the compiled loop).
 
     Example:
       >>> import decsim as ds
