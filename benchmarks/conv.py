@@ -16,7 +16,7 @@ Every program is compiled and warmed up first; then ``--repeats`` rounds time ea
 turn (interleaved, so load from other processes on a shared machine hits all impls alike), and
 the best and the median of the rounds are printed. No timed call compiles.
 
-    python benchmarks/conv.py [--models lenet,resnet20] [--impls hybrid,matmul,im2col,lax]
+    python benchmarks/conv.py [--models lenet,resnet20] [--impls forward,hybrid,matmul,im2col,lax]
                               [--workers 8] [--batch 32] [--steps 2] [--repeats 3] [--vmap]
     python benchmarks/conv.py --quick
 """
