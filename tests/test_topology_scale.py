@@ -244,6 +244,34 @@ def test_sparse_mixing_check_agrees_with_the_dense_spectrum(edge, mixes, monkeyp
             T.from_matrix(W)
 
 
+def test_the_spectrum_the_check_computed_is_not_computed_again(monkeypatch):
+    """Validating W computes its spectrum (densely up to n = 2048; by the sparse eigensolver
+    above, for W with negative entries); the topology's spectral properties reuse it."""
+    from decsim.topology import graphs
+
+    calls = {"dense": 0, "sparse": 0}
+
+    def counted(name, fn):
+        def wrapper(M):
+            calls[name] += 1
+            return fn(M)
+        return wrapper
+
+    monkeypatch.setattr(graphs, "dense_eigenvalues", counted("dense", S.dense_eigenvalues))
+    monkeypatch.setattr(S, "dense_eigenvalues", counted("dense", S.dense_eigenvalues))
+    monkeypatch.setattr(graphs, "sparse_extremes", counted("sparse", S.sparse_extremes))
+    monkeypatch.setattr(S, "sparse_extremes", counted("sparse", S.sparse_extremes))
+    small = T.erdos_renyi(40, 0.2, seed=3)  # no closed form: a dense eigendecomposition
+    want = np.sort(np.linalg.eigvalsh(small.matrix.toarray()))[::-1]
+    assert small.lam == max(abs(want[1]), abs(want[-1])) and calls["dense"] == 1
+    np.testing.assert_array_equal(small.eigenvalues, want)
+    assert calls["dense"] == 1
+    large = T.from_matrix(ring_with_negative_weights(S.DENSE_SPECTRUM_MAX_N + 52, -1e-5,
+                                                     2 / 3 + 1e-5))
+    assert 0.0 < large.spectral_gap < 1.0 and large.lambda_min < 0.0
+    assert calls == {"dense": 1, "sparse": 1}
+
+
 # ---------------------------------------------------------------------------------------------
 # 10⁵ workers, in a subprocess with an address-space limit
 

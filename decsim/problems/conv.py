@@ -272,13 +272,14 @@ def _hybrid_fwd(x, w, stride, pads):
     return _lax_conv(x, w, stride, pads), (x, w)
 
 
-def _hybrid_bwd(stride, pads, res, g):
+def _conv_bwd(weight_grad, stride, pads, res, g):
+    # the backward pass of "hybrid" and "forward": they differ in the weight gradient only
     x, w = _after(res[0], g), res[1]
     return (_input_grad(g, w, x.shape, stride, pads),
-            _weight_grad(x, g, w.shape, stride, pads))
+            weight_grad(x, g, w.shape, stride, pads))
 
 
-_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
+_hybrid.defvjp(_hybrid_fwd, functools.partial(_conv_bwd, _weight_grad))
 
 # ---------------------------------------------------------------------------------------------
 # "forward": every pass a forward-form (NHWC x HWIO) convolution
@@ -304,13 +305,7 @@ def _forward(x, w, stride, pads):
     return _lax_conv(x, w, stride, pads)
 
 
-def _forward_bwd(stride, pads, res, g):
-    x, w = _after(res[0], g), res[1]
-    return (_input_grad(g, w, x.shape, stride, pads),
-            _weight_grad_conv(x, g, w.shape, stride, pads))
-
-
-_forward.defvjp(_hybrid_fwd, _forward_bwd)
+_forward.defvjp(_hybrid_fwd, functools.partial(_conv_bwd, _weight_grad_conv))
 
 _IMPL_FNS = {"forward": _forward, "hybrid": _hybrid, "matmul": _matmul, "im2col": _im2col,
              "lax": _lax_conv}

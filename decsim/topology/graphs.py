@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._checks import closest, in_interval, integer, one_of, positive
-from .structure import DENSE_SPECTRUM_MAX_N, Spectrum, sparse_extremes
+from .structure import DENSE_SPECTRUM_MAX_N, Spectrum, dense_eigenvalues, sparse_extremes
 from .weights import OPTIMISED
 
 GENERATORS = ("ring", "torus", "grid", "complete", "star", "hypercube", "exponential",
@@ -76,6 +76,8 @@ class Topology:
         recognize circulant structure.
       closed_spectrum: ``None``, or a function of no arguments returning every eigenvalue of
         ``matrix`` (any order) by a closed form; the structured generators set it.
+      known_spectrum: what validating ``matrix`` computed of its spectrum (see
+        :class:`decsim.topology.structure.Spectrum`), so that it is not computed twice.
     """
 
     matrix: object
@@ -83,6 +85,7 @@ class Topology:
     graph: Optional[nx.Graph] = None
     grid: Optional[tuple] = None
     closed_spectrum: Optional[Callable[[], np.ndarray]] = None
+    known_spectrum: Optional[dict] = dataclasses.field(default=None, repr=False)
 
     # -- sizes and structure ------------------------------------------------------------------
     @property
@@ -129,7 +132,7 @@ class Topology:
     # -- spectra ------------------------------------------------------------------------------
     @functools.cached_property
     def _spectrum(self) -> Spectrum:
-        return Spectrum(self.matrix, self.grid_shape, self.closed_spectrum)
+        return Spectrum(self.matrix, self.grid_shape, self.closed_spectrum, self.known_spectrum)
 
     @property
     def eigenvalues(self) -> np.ndarray:
@@ -224,6 +227,13 @@ def validate_matrix(W, *, what: str = "W"):
         disconnected, periodic, an eigenvalue pushed to or past ±1 by negative entries) and how
         to fix it.
     """
+    return _checked_matrix(W, what=what)[0]
+
+
+def _checked_matrix(W, *, what: str = "W") -> tuple:
+    """:func:`validate_matrix`, returning ``(W, known)`` with what the check computed of W's
+    spectrum (``None``, ``{"eigenvalues": ...}`` or ``{"extremes": ...}``), for the
+    :class:`Topology` built from W (its ``known_spectrum``)."""
     sparse = sp.issparse(W)
     W = sp.csr_matrix(W, dtype=np.float64) if sparse else np.asarray(W, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != W.shape[1]:
@@ -252,6 +262,7 @@ def validate_matrix(W, *, what: str = "W"):
         raise ValueError(f"the rows of {what} must sum to 1 (tolerance {_ROW_SUM_TOL:g}); row "
                          f"{bad} sums to {rows[bad]:.6g}. Put the remainder on the diagonal, or "
                          "normalize the rows.")
+    known = None
     if n > 1:
         from scipy.sparse.csgraph import connected_components
 
@@ -267,11 +278,14 @@ def validate_matrix(W, *, what: str = "W"):
                              "0. Put weight on the diagonal, e.g. weights='lazy'.")
         negative = bool(W.data.min() < 0)
         if n <= DENSE_SPECTRUM_MAX_N:
-            dense = W.toarray()
-            J = np.full_like(dense, 1.0 / n)
-            lam = float(np.max(np.abs(np.linalg.eigvalsh(dense - J))))
+            # connected: 1 is W's top eigenvalue unless negative entries push one above it, and
+            # then the second is >= 1 and the check below refuses W
+            vals = dense_eigenvalues(W)
+            known = {"eigenvalues": vals}
+            lam = float(max(abs(vals[1]), abs(vals[-1])))
         elif negative:
-            lam = _sparse_lam(W, what)
+            known = {"extremes": _sparse_extremes(W, what)}
+            lam = float(max(abs(known["extremes"][0]), abs(known["extremes"][1])))
         else:
             lam = None  # nonnegative, connected and aperiodic: lam < 1 (Perron-Frobenius)
         if lam is not None and 1.0 - lam <= _GAP_TOL:
@@ -280,13 +294,13 @@ def validate_matrix(W, *, what: str = "W"):
             raise ValueError(f"{what} does not mix: spectral gap 1 - ||W - J||_2 = "
                              f"{1.0 - lam:.3g} (<= 1e-12). Connect the graph, or use "
                              f"weights='lazy'.{hint}")
-    return W
+    return W, known
 
 
-def _sparse_lam(W, what: str) -> float:
-    """``||W − J||_2`` of a large, connected, symmetric, doubly stochastic W with negative entries,
-    from its extreme eigenvalues by the sparse eigensolver (which, for such a W, also finds an
-    eigenvalue above 1 or below -1)."""
+def _sparse_extremes(W, what: str) -> tuple:
+    """``(lambda_2, lambda_min)`` of a large, connected, symmetric, doubly stochastic W with
+    negative entries, by the sparse eigensolver (which, for such a W, also finds an eigenvalue
+    above 1 or below -1)."""
     from scipy.sparse.linalg import ArpackNoConvergence
 
     try:
@@ -296,7 +310,7 @@ def _sparse_lam(W, what: str) -> float:
                          f"mixes, and the sparse eigensolver did not converge on this "
                          f"{W.shape[0]}-worker matrix. Use nonnegative weights (e.g. "
                          "weights='metropolis'), or a W with a larger spectral gap.") from err
-    return float(max(abs(lambda_2), abs(lambda_min)))
+    return float(lambda_2), float(lambda_min)
 
 
 def _is_bipartite(W) -> bool:
@@ -386,9 +400,9 @@ def _from_graph(G: nx.Graph, name: str, weights: str) -> Topology:
         raise ValueError(f"graph {name} is disconnected ({comps} components); gossip cannot reach "
                          "consensus. Add edges (e.g. a ring through all nodes) or pick a connected "
                          "generator.")
-    W = validate_matrix(weight_matrix(G, weights, sparse=True), what=f"W of {name}")
+    W, known = _checked_matrix(weight_matrix(G, weights, sparse=True), what=f"W of {name}")
     suffix = "" if weights == "metropolis" else f", {weights}"
-    return Topology(matrix=W, name=f"{name}{suffix}", graph=G)
+    return Topology(matrix=W, name=f"{name}{suffix}", graph=G, known_spectrum=known)
 
 
 def _from_edges(n: int, u, v, name: str, weights: str, *, degree: Optional[int] = None,
@@ -403,13 +417,14 @@ def _from_edges(n: int, u, v, name: str, weights: str, *, degree: Optional[int] 
     """
     a, b = _edge_arrays(n, u, v)
     _check_edges(a.size, name, "use fewer workers or a sparser graph.")
-    W = validate_matrix(_weights(n, a, b, weights), what=f"W of {name}")
+    W, known = _checked_matrix(_weights(n, a, b, weights), what=f"W of {name}")
     closed = None
     if degree is not None and laplacian is not None and weights not in OPTIMISED:
         closed = functools.partial(_mixing_spectrum, laplacian, 1.0 / (1.0 + degree),
                                    weights == "lazy")
     suffix = "" if weights == "metropolis" else f", {weights}"
-    return Topology(matrix=W, name=f"{name}{suffix}", grid=grid, closed_spectrum=closed)
+    return Topology(matrix=W, name=f"{name}{suffix}", grid=grid, closed_spectrum=closed,
+                    known_spectrum=known)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -643,8 +658,8 @@ def from_matrix(W, *, name: Optional[str] = None) -> Topology:
     symmetric, rows sum to 1, mixes with ``lam < 1``; entries may be negative).
     ``ds.topology.from_matrix(P, directed=True)`` (:func:`decsim.topology.directed.from_matrix`)
     takes a column-stochastic P instead."""
-    W = validate_matrix(W)
-    return Topology(matrix=W, name=name or f"matrix({W.shape[0]})")
+    W, known = _checked_matrix(W)
+    return Topology(matrix=W, name=name or f"matrix({W.shape[0]})", known_spectrum=known)
 
 
 def torus_shape(n: int) -> tuple:

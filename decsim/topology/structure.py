@@ -30,8 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["DENSE_SPECTRUM_MAX_N", "SHIFT_INVERT_MAX_PROFILE", "ELL_MAX_ENTRIES", "Spectrum",
-           "envelope", "sparse_extremes", "neighbour_lists", "circulant_first_row",
-           "circulant_structure", "circulant_rebuild", "densify", "dense_builder"]
+           "envelope", "dense_eigenvalues", "sparse_extremes", "neighbour_lists",
+           "circulant_first_row", "circulant_structure", "circulant_rebuild", "densify",
+           "dense_builder"]
 
 DENSE_SPECTRUM_MAX_N = 2048  # above this, spectra by DFT (circulant) or Lanczos, never dense
 SHIFT_INVERT_MAX_PROFILE = 5 * 10**7  # envelope above which no sparse LU is tried (Lanczos only)
@@ -59,12 +60,18 @@ class Spectrum:
       grid: ``(rows, cols)`` arrangement of the workers, used to recognize circulant structure.
       closed: ``None``, or a function of no arguments that returns all eigenvalues of ``matrix``
         (any order) by a closed form.
+      known: what validating ``matrix`` already computed (:func:`decsim.topology.validate_matrix`):
+        ``{"eigenvalues": sorted decreasing}`` from its dense eigendecomposition or
+        ``{"extremes": (lambda_2, lambda_min)}`` from the sparse eigensolver; used in place of
+        computing the same thing again (a closed form still comes first).
     """
 
-    def __init__(self, matrix, grid: tuple, closed: Optional[Callable[[], np.ndarray]] = None):
+    def __init__(self, matrix, grid: tuple, closed: Optional[Callable[[], np.ndarray]] = None,
+                 known: Optional[dict] = None):
         self.matrix = matrix
         self.grid = grid
         self.closed = closed
+        self.known = known or {}
         self.n = int(matrix.shape[0])
 
     @functools.cached_property
@@ -83,9 +90,10 @@ class Spectrum:
         closed forms and circulant matrices have them all; use :attr:`extremes` otherwise."""
         if self.closed is not None:
             return np.sort(np.asarray(self.closed(), dtype=np.float64))[::-1]
+        if "eigenvalues" in self.known:
+            return self.known["eigenvalues"]
         if self.n <= DENSE_SPECTRUM_MAX_N:
-            W = np.asarray(self.matrix.toarray(), dtype=np.float64)
-            return np.sort(np.linalg.eigvalsh(W))[::-1]
+            return dense_eigenvalues(self.matrix)
         circ = self.circulant
         if circ is None:
             raise ValueError(f"all eigenvalues of a non-circulant {self.n}-worker W would need a "
@@ -102,7 +110,15 @@ class Spectrum:
                 or self.circulant is not None):
             vals = self.eigenvalues
             return float(vals[1]), float(vals[-1])
+        if "extremes" in self.known:
+            return self.known["extremes"]
         return sparse_extremes(self.matrix)
+
+
+def dense_eigenvalues(M) -> np.ndarray:
+    """All eigenvalues of a symmetric scipy sparse ``M``, sorted in decreasing order, by a dense
+    eigendecomposition (O(n²) memory: n <= ``DENSE_SPECTRUM_MAX_N``)."""
+    return np.sort(np.linalg.eigvalsh(np.asarray(M.toarray(), dtype=np.float64)))[::-1]
 
 
 def envelope(M) -> int:
